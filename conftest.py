@@ -1,0 +1,24 @@
+"""Test-suite set-up shared by the unit tests and the nbval notebook runs.
+
+* Smoke mode: every notebook and CLI call run by the tests takes a handful of steps.
+* IPYTHONDIR points at tests/ipython, whose startup file replaces `ipywidgets.interact`
+  with a single call at default values (widgets still draw once, headless).
+* Matplotlib draws off-screen.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent / "tests"
+os.environ["DALLE_MINI_SMOKE"] = "1"
+os.environ.pop("DALLE_MINI_MODE", None)
+os.environ["IPYTHONDIR"] = str(HERE / "ipython")
+os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ.setdefault("PYTHONHASHSEED", "0")
+
+
+def pytest_collectstart(collector):
+    """nbval: never compare stderr (warnings carry temporary paths) nor rich HTML/JS outputs."""
+    if getattr(collector, "skip_compare", None) is not None:
+        collector.skip_compare += ("stderr", "text/html", "application/javascript", "application/vnd.jupyter.widget-view+json")

@@ -1,0 +1,87 @@
+"""Pictures: image grids, trajectories and small plots shared by the notebooks and the CLI.
+
+Images everywhere in the course are float tensors in [-1, 1], NCHW (or CHW). These helpers
+turn them into grids, PNG files or matplotlib figures. Figures are small and low-dpi so a
+saved notebook stays under 2 MB.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["to_uint8", "image_grid", "save_grid", "show_images"]
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """[-1, 1] NCHW (or CHW) tensor → uint8 NHWC (or HWC) array."""
+    if not torch.is_tensor(images):
+        raise TypeError(f"expected a torch.Tensor, got {type(images).__name__}")
+    x = images.detach().float().cpu().clamp(-1, 1)
+    x = ((x + 1) * 127.5).round().to(torch.uint8)
+    if x.dim() == 4:
+        return x.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+    if x.dim() == 3:
+        return x.permute(1, 2, 0).numpy()  # (H, W, C)
+    raise ValueError(f"expected CHW or NCHW images, got shape {tuple(images.shape)}")
+
+
+def image_grid(images: torch.Tensor, nrow: int | None = None, pad: int = 1, pad_value: float = 1.0) -> torch.Tensor:
+    """Tile N images (N, C, H, W) into one (C, H', W') image, `nrow` images per row."""
+    if images.dim() != 4:
+        raise ValueError(f"expected NCHW images, got shape {tuple(images.shape)}")
+    n, c, h, w = images.shape
+    nrow = nrow or math.ceil(math.sqrt(n))
+    ncol_rows = math.ceil(n / nrow)
+    grid = torch.full((c, ncol_rows * (h + pad) + pad, nrow * (w + pad) + pad), pad_value, dtype=images.dtype)
+    for i in range(n):
+        r, col = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + col * (w + pad)
+        grid[:, top : top + h, left : left + w] = images[i].detach().cpu()
+    return grid
+
+
+def save_grid(images: torch.Tensor, path: str | Path, nrow: int | None = None, scale: int = 1) -> Path:
+    """Save images (N, C, H, W) in [-1, 1] as one PNG grid; `scale` enlarges with nearest neighbours."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = to_uint8(image_grid(images, nrow=nrow))
+    img = Image.fromarray(grid)
+    if scale != 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    img.save(path)
+    return path
+
+
+def show_images(
+    images: torch.Tensor,
+    titles: Sequence[str] | None = None,
+    nrow: int | None = None,
+    size: float = 1.2,
+    suptitle: str | None = None,
+):
+    """Show images (N, C, H, W) in [-1, 1] in a matplotlib grid; returns the figure."""
+    import matplotlib.pyplot as plt
+
+    if images.dim() == 3:
+        images = images[None]
+    n = images.shape[0]
+    nrow = nrow or min(n, 8)
+    rows = math.ceil(n / nrow)
+    fig, axes = plt.subplots(rows, nrow, figsize=(size * nrow, size * rows + (0.3 if titles else 0)), dpi=72, squeeze=False)
+    arr = to_uint8(images)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(arr[i], interpolation="nearest")
+            if titles is not None and i < len(titles):
+                ax.set_title(titles[i], fontsize=6)
+    if suptitle:
+        fig.suptitle(suptitle, fontsize=8)
+    fig.tight_layout()
+    return fig
