@@ -1,0 +1,115 @@
+"""The ``dalle-mini`` command: the course's front door outside the notebooks.
+
+    dalle-mini demo                 the main job (see README): pictures into runs/demo/
+    dalle-mini bench unet --json F  U-Net speed against peer implementations
+    dalle-mini info                 versions, device and run mode
+
+Each sub-command is a small function; the heavy imports happen inside it so that
+``dalle-mini --help`` answers at once.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .device import describe
+
+    for key, value in describe().items():
+        print(f"{key:>12}: {value}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Render a preview of the datasets and of the forward noising process."""
+    import torch
+
+    from .data.emoji import EmojiDataset
+    from .data.shapes import ShapesDataset
+    from .paths import runs_dir
+    from .schedule import NoiseSchedule
+    from .viz import save_grid
+
+    out = Path(args.out) if args.out else runs_dir() / "demo"
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+
+    shapes = ShapesDataset(split="train", length=16, image_size=64, seed=args.seed)
+    items = [shapes[i] for i in range(len(shapes))]
+    shapes_png = save_grid(torch.stack([img for img, _ in items]), out / "shapes.png", nrow=8, scale=2)
+    (out / "shapes_captions.txt").write_text("\n".join(c for _, c in items) + "\n")
+
+    emoji = EmojiDataset(split="train", image_size=64)
+    gen = torch.Generator().manual_seed(args.seed)
+    idx = torch.randperm(len(emoji), generator=gen)[:16].tolist()
+    e_items = [emoji[i] for i in idx]
+    emoji_png = save_grid(torch.stack([img for img, _ in e_items]), out / "emoji.png", nrow=8, scale=2)
+    (out / "emoji_captions.txt").write_text("\n".join(c for _, c in e_items) + "\n")
+
+    # forward process: one image per row, noised at ten evenly spaced t, for both schedules
+    rows = []
+    x0 = torch.stack([items[0][0], e_items[0][0]])
+    ts = torch.linspace(0, 999, 10).long()
+    noise = torch.randn(x0.shape, generator=gen)
+    for kind in ("linear", "cosine"):
+        sched = NoiseSchedule.make(kind, 1000)
+        for img, eps in zip(x0, noise):
+            xt = sched.q_sample(img.expand(len(ts), -1, -1, -1), ts, noise=eps.expand(len(ts), -1, -1, -1))
+            rows.append(xt)
+    noising_png = save_grid(torch.cat(rows), out / "noising.png", nrow=len(ts), scale=2)
+
+    print(f"dalle-mini demo: wrote {len(items)} shapes, {len(e_items)} emoji and the noising process")
+    print(f"  {shapes_png}\n  {emoji_png}\n  {noising_png}  (rows: linear shapes, linear emoji, cosine shapes, cosine emoji; t = 0 … 999)")
+    print(f"  captions beside them in {out}/*_captions.txt ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import run_benchmark
+
+    result = run_benchmark(configs=tuple(args.configs), repeats=args.repeats, json_path=args.json)
+    if args.json:
+        print(f"wrote {args.json}")
+    else:
+        print(json.dumps(result, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dalle-mini", description="DALL·E 2 (unCLIP) from scratch: the course's command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="versions, device and run mode")
+    p.set_defaults(fn=_cmd_info)
+
+    p = sub.add_parser("demo", help="the main job: write pictures to runs/demo/")
+    p.add_argument("--out", help="output folder (default runs/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser("bench", help="speed benchmarks")
+    p.add_argument("what", choices=["unet"])
+    p.add_argument("--json", help="write the results to this JSON file")
+    p.add_argument("--configs", nargs="+", default=["ref32"], choices=["ref32", "ref64"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.set_defaults(fn=_cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"dalle-mini {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
