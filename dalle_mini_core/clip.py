@@ -1,0 +1,522 @@
+"""CLIP: one embedding space for captions and images (Radford et al. 2021, "Learning
+Transferable Visual Models From Natural Language Supervision").
+
+Two encoders map an image and a caption to unit vectors of the same size. Training pulls the
+N matching (image, caption) pairs of a batch together and pushes the N² − N mismatched pairs
+apart with a symmetric cross-entropy over their cosine similarities (Radford et al. 2021,
+Figure 3). unCLIP (Ramesh et al. 2022) builds everything else on this space: the prior maps a
+text embedding to an image embedding, the decoder draws an image from an image embedding.
+
+The towers are open_clip's own (`open_clip.model.CLIP` with `CLIPVisionCfg` / `CLIPTextCfg`)
+and so is the tokenizer; this module only sizes them for a laptop and wraps them:
+
+* `CLIPConfig` and the presets ``"shapes"`` (32×32) and ``"emoji"`` (64×64);
+* `contrastive_loss` — the loss written out, checked against open_clip's `ClipLoss` in tests;
+* `CLIPModel` — ``loss(batch)``, ``encode_image(images in [-1, 1])``, ``encode_text(captions
+  or tokens)`` returning unit-norm embeddings, ``logit_scale``;
+* `load_open_clip_checkpoint` — a real open_clip checkpoint from a LOCAL file, same calls;
+* evaluation: `retrieval_metrics` / `evaluate_retrieval` (top-k among N), `zero_shot_classify`,
+  per-attribute zero-shot accuracy on shapes (`attribute_accuracy`), `confusion_matrix`,
+  `embedding_map` (2-D PCA of both kinds of embedding).
+
+Nothing here downloads anything: there are no pretrained tags, no hub names.
+
+Image normalisation (the one rule): images arrive as float tensors in [-1, 1]. Each model
+keeps the per-channel ``image_mean`` / ``image_std`` its image tower was trained with, stated
+for pixels in [0, 1], and `CLIPModel.normalize_images` computes ``((x + 1) / 2 - mean) / std``.
+The course's tiny CLIPs use mean = std = 0.5, so their input IS the [-1, 1] image, unchanged.
+A loaded open_clip checkpoint keeps its own statistics (OpenAI's, for most). Images whose side
+differs from the tower's input size are resized (bicubic, antialiased) first, as open_clip's
+own preprocessing would.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import open_clip
+import torch
+import torch.nn.functional as F
+from open_clip.loss import ClipLoss
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+from torch import nn
+
+__all__ = [
+    "CLIPConfig",
+    "PRESETS",
+    "clip_config",
+    "contrastive_loss",
+    "CLIPModel",
+    "load_open_clip_checkpoint",
+    "save_clip",
+    "load_clip",
+    "retrieval_metrics",
+    "evaluate_retrieval",
+    "zero_shot_classify",
+    "confusion_matrix",
+    "embedding_map",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# 1. Configuration
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class CLIPConfig:
+    """A tiny CLIP: a ViT image tower and a causal text transformer, both from open_clip."""
+
+    image_size: int  # side of the square input image, pixels
+    patch_size: int  # ViT patch side, pixels; image_size must be a multiple of it
+    vision_width: int  # ViT token width
+    vision_layers: int  # ViT transformer blocks
+    vision_head_width: int  # width of one ViT attention head (heads = width / head_width)
+    text_width: int  # text transformer token width
+    text_layers: int  # text transformer blocks
+    text_heads: int  # text attention heads
+    embed_dim: int = 64  # size of the shared embedding space
+    context_length: int = 32  # caption length in tokens (open_clip's BPE tokenizer)
+    vocab_size: int = 49408  # open_clip's BPE vocabulary (SimpleTokenizer)
+    mlp_ratio: float = 4.0  # hidden width of each MLP, as a multiple of the token width
+    init_temperature: float = 0.07  # τ at initialisation; logits = s·cos with s = 1/τ (Radford et al. 2021, §2.5)
+    max_logit_scale: float = 100.0  # s is clipped at 100 to keep training stable (Radford et al. 2021, §2.5)
+
+    def __post_init__(self) -> None:
+        for name in ("image_size", "patch_size", "vision_width", "vision_layers", "vision_head_width",
+                     "text_width", "text_layers", "text_heads", "embed_dim", "context_length", "vocab_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.vision_width % self.vision_head_width:
+            raise ValueError(f"vision_width {self.vision_width} is not a multiple of vision_head_width {self.vision_head_width}")
+        if self.text_width % self.text_heads:
+            raise ValueError(f"text_width {self.text_width} is not a multiple of text_heads {self.text_heads}")
+        if not 0 < self.init_temperature < 1:
+            raise ValueError(f"init_temperature must be in (0, 1), got {self.init_temperature!r}")
+        if self.max_logit_scale <= 1:
+            raise ValueError(f"max_logit_scale must be > 1, got {self.max_logit_scale!r}")
+
+    def vision_cfg(self) -> CLIPVisionCfg:
+        """open_clip's vision-tower config for this CLIP (a ViT that pools its class token)."""
+        return CLIPVisionCfg(
+            layers=self.vision_layers, width=self.vision_width, head_width=self.vision_head_width,
+            mlp_ratio=self.mlp_ratio, patch_size=self.patch_size, image_size=self.image_size,
+        )
+
+    def text_cfg(self) -> CLIPTextCfg:
+        """open_clip's text-tower config (pools the end-of-text token, as OpenAI's CLIP does)."""
+        return CLIPTextCfg(
+            context_length=self.context_length, vocab_size=self.vocab_size, width=self.text_width,
+            heads=self.text_heads, layers=self.text_layers, mlp_ratio=self.mlp_ratio,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
+        return cls(**d)
+
+
+# Sized for a 2-core CPU: a few hundred thousand weights in each tower (plus the 49408-row
+# token table), 64 image tokens per image in both presets (8×8 patches).
+PRESETS: dict[str, CLIPConfig] = {
+    "shapes": CLIPConfig(
+        image_size=32, patch_size=4, vision_width=96, vision_layers=4, vision_head_width=32,
+        text_width=64, text_layers=2, text_heads=2, embed_dim=64,
+    ),
+    "emoji": CLIPConfig(
+        image_size=64, patch_size=8, vision_width=128, vision_layers=4, vision_head_width=32,
+        text_width=96, text_layers=3, text_heads=3, embed_dim=96,
+    ),
+}
+
+
+def clip_config(name: str, **overrides: Any) -> CLIPConfig:
+    """A copy of preset `name` (``"shapes"`` or ``"emoji"``), with fields replaced by `overrides`."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown CLIP preset {name!r}; choose from {sorted(PRESETS)}")
+    return dataclasses.replace(PRESETS[name], **overrides)
+
+
+# --------------------------------------------------------------------------------------------
+# 2. The contrastive loss, written out
+# --------------------------------------------------------------------------------------------
+
+
+def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale: torch.Tensor | float) -> torch.Tensor:
+    """Symmetric InfoNCE over a batch of N matching pairs (Radford et al. 2021, Figure 3).
+
+    ``logits[i, j] = s · <image_i, text_j>`` with `logit_scale` s = 1/τ (already exponentiated);
+    row i is a classification of image i over the N captions, column j of caption j over the N
+    images, and the right answer is the diagonal. The loss is the mean of both cross-entropies.
+    Pass unit-norm embeddings (as open_clip's `ClipLoss`, which this matches, expects).
+    """
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"image_emb and text_emb must both be (N, D), got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    logits_per_image = logit_scale * image_emb @ text_emb.T  # (N, N): row i = image i against all captions
+    labels = torch.arange(image_emb.shape[0], device=image_emb.device)
+    loss_image = F.cross_entropy(logits_per_image, labels)  # each image picks its caption
+    loss_text = F.cross_entropy(logits_per_image.T, labels)  # each caption picks its image
+    return (loss_image + loss_text) / 2
+
+
+# --------------------------------------------------------------------------------------------
+# 3. The model
+# --------------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=8)
+def _simple_tokenizer(context_length: int) -> Callable[..., torch.Tensor]:
+    """open_clip's BPE tokenizer (lower-cases; start/end-of-text tokens; zero padding)."""
+    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
+
+
+class CLIPModel(nn.Module):
+    """An open_clip model plus what it needs around it: tokenizer, image size and normalisation.
+
+    Build a tiny one with ``CLIPModel.from_config(clip_config("shapes"))``; wrap a loaded real
+    checkpoint with `load_open_clip_checkpoint`. Either way the calls are the same.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        image_size: int,
+        context_length: int,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+        tokenizer: Callable[..., torch.Tensor] | None = None,
+        max_logit_scale: float = 100.0,
+        config: CLIPConfig | None = None,
+    ) -> None:
+        super().__init__()
+        for name in ("encode_image", "encode_text", "logit_scale"):
+            if not hasattr(model, name):
+                raise TypeError(f"model must be an open_clip CLIP model (it has no {name!r})")
+        if len(image_mean) != 3 or len(image_std) != 3:
+            raise ValueError("image_mean and image_std need one value per RGB channel")
+        self.model = model
+        self.config = config
+        self.image_size = int(image_size)
+        self.context_length = int(context_length)
+        self.max_logit_scale = float(max_logit_scale)
+        self.tokenizer = tokenizer or _simple_tokenizer(self.context_length)
+        self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.clip_loss = ClipLoss()
+
+    @classmethod
+    def from_config(cls, config: CLIPConfig) -> "CLIPModel":
+        """A freshly initialised tiny CLIP built from open_clip's `CLIP` class."""
+        if not isinstance(config, CLIPConfig):
+            raise TypeError(f"config must be a CLIPConfig, got {type(config).__name__}")
+        model = CLIP(
+            embed_dim=config.embed_dim, vision_cfg=config.vision_cfg(), text_cfg=config.text_cfg(),
+            init_logit_scale=math.log(1 / config.init_temperature),
+        )
+        return cls(model, image_size=config.image_size, context_length=config.context_length,
+                   max_logit_scale=config.max_logit_scale, config=config)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.logit_scale.device
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.model.text_projection.shape[-1]) if torch.is_tensor(self.model.text_projection) \
+            else int(self.model.text_projection.out_features)
+
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        """s = exp(learned log-scale) = 1/τ, clipped at `max_logit_scale` (Radford et al. 2021, §2.5)."""
+        return self.model.logit_scale.exp().clamp(max=self.max_logit_scale)
+
+    # --- inputs ---------------------------------------------------------------------------
+
+    def tokenize(self, captions: str | Sequence[str]) -> torch.Tensor:
+        """Captions → (B, context_length) long token ids on the model's device."""
+        if isinstance(captions, str):
+            captions = [captions]
+        if not all(isinstance(c, str) for c in captions):
+            raise TypeError("captions must be a str or a sequence of str")
+        return self.tokenizer(list(captions), context_length=self.context_length).to(self.device)
+
+    def normalize_images(self, images: torch.Tensor) -> torch.Tensor:
+        """[-1, 1] images (B, 3, H, W) → the tower's input: resized and standardised (see module docstring)."""
+        if not torch.is_tensor(images) or not images.is_floating_point():
+            raise TypeError("images must be a float tensor in [-1, 1]")
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        x = images.to(self.device, torch.float32)
+        if x.shape[-2:] != (self.image_size, self.image_size):
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bicubic", antialias=True, align_corners=False)
+        return ((x + 1) / 2 - self.image_mean) / self.image_std
+
+    # --- embeddings -----------------------------------------------------------------------
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] → unit-norm image embeddings (B, embed_dim)."""
+        return F.normalize(self.model.encode_image(self.normalize_images(images)).float(), dim=-1)
+
+    def encode_text(self, text: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Captions (str, list of str) or token ids (B, L) → unit-norm text embeddings (B, embed_dim)."""
+        if torch.is_tensor(text):
+            if text.dtype != torch.long or text.dim() != 2 or text.shape[1] != self.context_length:
+                raise ValueError(f"token ids must be a long tensor (B, {self.context_length}), "
+                                 f"got {text.dtype} {tuple(text.shape)}")
+            tokens = text.to(self.device)
+        else:
+            tokens = self.tokenize(text)
+        return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
+
+    # --- training -------------------------------------------------------------------------
+
+    def loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Contrastive loss of a batch {"image": (B,3,H,W), "caption": [...], "tokens"?: (B,L)}.
+
+        Uses the batch's "tokens" when present (they must come from the same tokenizer and
+        context length), else tokenises "caption". open_clip's `ClipLoss` computes the loss.
+        """
+        if "image" not in batch or ("tokens" not in batch and "caption" not in batch):
+            raise KeyError("a CLIP batch needs 'image' and 'tokens' or 'caption'")
+        image_emb = self.encode_image(batch["image"])
+        text_emb = self.encode_text(batch["tokens"] if "tokens" in batch else batch["caption"])
+        return self.clip_loss(image_emb, text_emb, self.logit_scale)
+
+    def forward(self, images: torch.Tensor, text: Sequence[str] | torch.Tensor) -> torch.Tensor:
+        """Scaled cosine similarities s·<image_i, text_j>, (B_images, B_texts)."""
+        return self.logit_scale * self.encode_image(images) @ self.encode_text(text).T
+
+
+# --------------------------------------------------------------------------------------------
+# 4. Checkpoints: the course's own, and real open_clip ones from a local file
+# --------------------------------------------------------------------------------------------
+
+
+def _check_offline_name(name: str) -> dict[str, Any]:
+    """The built-in open_clip config `name`, refused if building it would need a network."""
+    if name.startswith("hf-hub:"):
+        raise ValueError(f"{name!r} names a Hugging Face Hub model; this course never downloads. "
+                         "Pass a built-in architecture name (open_clip.list_models()) or a CLIPConfig, "
+                         "and the path of a checkpoint file you already have.")
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise ValueError(f"unknown open_clip architecture {name!r}; see open_clip.list_models()")
+    text_cfg = cfg.get("text_cfg", {})
+    if text_cfg.get("hf_model_name") or text_cfg.get("hf_tokenizer_name"):
+        raise ValueError(f"{name!r} uses a Hugging Face text tower or tokenizer, which would be downloaded; "
+                         "this course loads only open_clip architectures built from local code")
+    if cfg.get("vision_cfg", {}).get("timm_model_pretrained"):
+        raise ValueError(f"{name!r} asks timm for pretrained weights, which would be downloaded")
+    return cfg
+
+
+def load_open_clip_checkpoint(path: str | Path, model_name_or_config: str | CLIPConfig) -> CLIPModel:
+    """A `CLIPModel` holding the weights of a LOCAL open_clip checkpoint file.
+
+    `path`: ``.safetensors`` (preferred) or a ``.pt``/``.pth``/``.bin`` state dict, which is
+    read with ``torch.load(weights_only=True)`` (no pickled code runs). `model_name_or_config`:
+    the architecture — a built-in open_clip name such as ``"ViT-B-32"`` (its image statistics
+    and tokenizer come with it) or a `CLIPConfig`. open_clip's own `load_checkpoint` does the
+    loading, so checkpoints saved by open_clip's training code (``state_dict`` key, ``module.``
+    prefixes) work. Nothing touches a network.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} not found (this course only loads local files)")
+    if isinstance(model_name_or_config, CLIPConfig):
+        clip = CLIPModel.from_config(model_name_or_config)
+    elif isinstance(model_name_or_config, str):
+        _check_offline_name(model_name_or_config)
+        model = open_clip.create_model(model_name_or_config, pretrained=None, load_weights=False,
+                                       pretrained_image=False, pretrained_text=False, device="cpu")
+        pp = model.visual.preprocess_cfg
+        size = pp["size"] if isinstance(pp["size"], int) else pp["size"][0]
+        clip = CLIPModel(model, image_size=size, context_length=model.context_length,
+                         image_mean=pp["mean"], image_std=pp["std"],
+                         tokenizer=open_clip.get_tokenizer(model_name_or_config))
+    else:
+        raise TypeError(f"model_name_or_config must be an open_clip model name or a CLIPConfig, "
+                        f"got {type(model_name_or_config).__name__}")
+    open_clip.load_checkpoint(clip.model, str(path), strict=True, weights_only=True)
+    return clip.eval()
+
+
+def save_clip(clip: CLIPModel, path: str | Path) -> Path:
+    """Save a tiny CLIP as ``name.safetensors`` (weights) + ``name.json`` (its `CLIPConfig`)."""
+    if clip.config is None:
+        raise ValueError("only a CLIP built from a CLIPConfig can be saved this way; "
+                         "save a loaded open_clip model's state dict with safetensors directly")
+    from safetensors.torch import save_file
+
+    path = Path(path).with_suffix("")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in clip.model.state_dict().items()}
+    save_file(state, str(path.with_suffix(".safetensors")))
+    path.with_suffix(".json").write_text(json.dumps({"kind": "clip", "config": clip.config.to_dict()}, indent=2))
+    return path.with_suffix(".safetensors")
+
+
+def load_clip(path: str | Path, device: torch.device | str | None = None) -> CLIPModel:
+    """Load a CLIP saved by `save_clip` (``name.safetensors`` + ``name.json``), in eval mode."""
+    from safetensors.torch import load_file
+
+    path = Path(path).with_suffix("")
+    meta_path, weights_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
+    for p in (meta_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p} not found")
+    meta = json.loads(meta_path.read_text())
+    config = CLIPConfig.from_dict(meta["config"] if "config" in meta else meta)
+    clip = CLIPModel.from_config(config)
+    clip.model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return clip.to(device or "cpu").eval()
+
+
+# --------------------------------------------------------------------------------------------
+# 5. Evaluation
+# --------------------------------------------------------------------------------------------
+
+
+def retrieval_metrics(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    ks: Sequence[int] = (1, 5),
+    groups: Sequence[Any] | None = None,
+) -> dict[str, float]:
+    """Top-k retrieval accuracy over a gallery of N pairs (image i belongs with text i).
+
+    ``text_to_image_top{k}``: fraction of captions whose own image is among the k images most
+    similar to it; ``image_to_text_top{k}`` the other way round. When two items have the same
+    label in `groups` (for instance identical captions), retrieving either counts as correct:
+    a caption cannot tell them apart.
+    """
+    if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
+        raise ValueError(f"image_emb and text_emb must both be (N, D), got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
+    n = image_emb.shape[0]
+    if any(not isinstance(k, int) or k < 1 or k > n for k in ks):
+        raise ValueError(f"every k must be an int in [1, {n}], got {list(ks)}")
+    sim = text_emb.float() @ image_emb.float().T  # (N texts, N images)
+    if groups is None:
+        same = torch.eye(n, dtype=torch.bool, device=sim.device)
+    else:
+        if len(groups) != n:
+            raise ValueError(f"groups has {len(groups)} labels for {n} pairs")
+        ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+        label = torch.tensor([ids[g] for g in groups], device=sim.device)
+        same = label[:, None] == label[None, :]  # (N, N): text i may retrieve image j
+    out: dict[str, float] = {}
+    for name, s, ok in (("text_to_image", sim, same), ("image_to_text", sim.T, same.T)):
+        order = s.argsort(dim=1, descending=True)  # (N, N): best match first
+        hit = ok.gather(1, order)  # (N, N): is the r-th retrieved item correct?
+        for k in ks:
+            out[f"{name}_top{k}"] = hit[:, :k].any(dim=1).float().mean().item()
+    return out
+
+
+@torch.no_grad()
+def encode_dataset(clip: CLIPModel, dataset: Any, indices: Sequence[int], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+    """Image and text embeddings (N, D) and captions of `dataset[i]` for i in `indices`."""
+    images, captions = [], []
+    for i in indices:
+        image, caption = dataset[i]
+        images.append(image)
+        captions.append(caption)
+    image_emb, text_emb = [], []
+    was_training = clip.training
+    clip.eval()
+    for s in range(0, len(captions), batch_size):
+        image_emb.append(clip.encode_image(torch.stack(images[s:s + batch_size])).cpu())
+        text_emb.append(clip.encode_text(captions[s:s + batch_size]).cpu())
+    clip.train(was_training)
+    return torch.cat(image_emb), torch.cat(text_emb), captions
+
+
+def evaluate_retrieval(
+    clip: CLIPModel,
+    dataset: Any,
+    *,
+    gallery_size: int = 100,
+    num_galleries: int = 10,
+    ks: Sequence[int] = (1, 5),
+    seed: int = 0,
+) -> dict[str, float]:
+    """Zero-shot retrieval on `dataset`: mean top-k over `num_galleries` galleries of `gallery_size`.
+
+    Each gallery is `gallery_size` distinct items drawn (seeded) from the dataset; every caption
+    looks for its image among the gallery's images and vice versa. Items with identical
+    captions count as interchangeable (see `retrieval_metrics`).
+    """
+    if gallery_size * num_galleries > len(dataset):
+        raise ValueError(f"{num_galleries} galleries of {gallery_size} need {gallery_size * num_galleries} items; "
+                         f"the dataset has {len(dataset)}")
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(dataset), generator=g)[: gallery_size * num_galleries].tolist()
+    image_emb, text_emb, captions = encode_dataset(clip, dataset, order)
+    totals: dict[str, float] = {}
+    for j in range(num_galleries):
+        sl = slice(j * gallery_size, (j + 1) * gallery_size)
+        m = retrieval_metrics(image_emb[sl], text_emb[sl], ks=ks, groups=captions[sl])
+        for key, v in m.items():
+            totals[key] = totals.get(key, 0.0) + v / num_galleries
+    return totals
+
+
+@torch.no_grad()
+def zero_shot_classify(clip: CLIPModel, images: torch.Tensor, prompts: Sequence[str] | Sequence[Sequence[str]]) -> torch.Tensor:
+    """For each image, the index of its most similar prompt: (N,) long.
+
+    `prompts` is one list of K class prompts shared by every image, or one list of K prompts per
+    image (a per-image prompt set, as `attribute_accuracy` builds them).
+    """
+    image_emb = clip.encode_image(images)  # (N, D)
+    if len(prompts) and isinstance(prompts[0], str):
+        text_emb = clip.encode_text(list(prompts))  # (K, D)
+        return (image_emb @ text_emb.T).argmax(dim=1).cpu()
+    if len(prompts) != images.shape[0]:
+        raise ValueError(f"got {len(prompts)} prompt sets for {images.shape[0]} images")
+    k = len(prompts[0])
+    if any(len(p) != k for p in prompts):
+        raise ValueError("every image's prompt set must have the same number of prompts")
+    text_emb = clip.encode_text([p for ps in prompts for p in ps]).view(len(prompts), k, -1)  # (N, K, D)
+    return torch.einsum("nd,nkd->nk", image_emb, text_emb).argmax(dim=1).cpu()
+
+
+def confusion_matrix(true: torch.Tensor | Sequence[int], pred: torch.Tensor | Sequence[int], num_classes: int) -> torch.Tensor:
+    """(K, K) counts: entry [i, j] is how often class i was predicted as class j."""
+    true, pred = torch.as_tensor(true, dtype=torch.long), torch.as_tensor(pred, dtype=torch.long)
+    if true.shape != pred.shape or true.dim() != 1:
+        raise ValueError(f"true and pred must be 1-D and the same length, got {tuple(true.shape)} and {tuple(pred.shape)}")
+    if len(true) and (min(true.min(), pred.min()) < 0 or max(true.max(), pred.max()) >= num_classes):
+        raise ValueError(f"class indices must lie in [0, {num_classes})")
+    return torch.bincount(true * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
+
+
+def embedding_map(image_emb: torch.Tensor, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both kinds of embedding projected on the top two principal axes of all of them together.
+
+    Returns (image_xy (N, 2), text_xy (M, 2)). Each axis's sign is fixed so that its largest
+    coordinate is positive, so the same embeddings always give the same picture.
+    """
+    if image_emb.dim() != 2 or text_emb.dim() != 2 or image_emb.shape[1] != text_emb.shape[1]:
+        raise ValueError("image_emb and text_emb must be (N, D) and (M, D) with the same D")
+    x = torch.cat([image_emb, text_emb]).double()
+    if x.shape[0] < 2 or x.shape[1] < 2:
+        raise ValueError("need at least two embeddings of at least two dimensions")
+    x = x - x.mean(dim=0)
+    _, _, vh = torch.linalg.svd(x, full_matrices=False)  # rows of vh: principal axes, largest first
+    axes = vh[:2]  # (2, D)
+    sign = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))  # (2, 1)
+    xy = (x @ (axes * sign).T).float()  # (N + M, 2)
+    return xy[: image_emb.shape[0]], xy[image_emb.shape[0]:]
