@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +44,8 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
+
+from .checkpoints import load_checkpoint, save_checkpoint
 
 __all__ = [
     "CLIPConfig",
@@ -118,13 +119,6 @@ class CLIPConfig:
             heads=self.text_heads, layers=self.text_layers, mlp_ratio=self.mlp_ratio,
         )
 
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "CLIPConfig":
-        return cls(**d)
-
 
 # Sized for a 2-core CPU: a few hundred thousand weights in each tower (plus the 49408-row
 # token table), 64 image tokens per image in both presets (8×8 patches).
@@ -183,26 +177,41 @@ def _simple_tokenizer(context_length: int) -> Callable[..., torch.Tensor]:
 class CLIPModel(nn.Module):
     """An open_clip model plus what it needs around it: tokenizer, image size and normalisation.
 
-    Build a tiny one with ``CLIPModel.from_config(clip_config("shapes"))``; wrap a loaded real
-    checkpoint with `load_open_clip_checkpoint`. Either way the calls are the same.
+    ``CLIPModel(config)`` builds a fresh tiny CLIP from a `CLIPConfig` with open_clip's `CLIP`
+    class. ``CLIPModel(open_clip_model, image_size=..., context_length=..., ...)`` wraps a model
+    open_clip already built (`load_open_clip_checkpoint` does this). The calls are the same.
     """
 
     def __init__(
         self,
-        model: nn.Module,
+        model_or_config: CLIPConfig | nn.Module,
         *,
-        image_size: int,
-        context_length: int,
+        image_size: int | None = None,
+        context_length: int | None = None,
         image_mean: Sequence[float] = (0.5, 0.5, 0.5),
         image_std: Sequence[float] = (0.5, 0.5, 0.5),
         tokenizer: Callable[..., torch.Tensor] | None = None,
         max_logit_scale: float = 100.0,
-        config: CLIPConfig | None = None,
     ) -> None:
         super().__init__()
-        for name in ("encode_image", "encode_text", "logit_scale"):
-            if not hasattr(model, name):
-                raise TypeError(f"model must be an open_clip CLIP model (it has no {name!r})")
+        if isinstance(model_or_config, CLIPConfig):
+            config = model_or_config
+            if image_size is not None or context_length is not None:
+                raise ValueError("image_size and context_length come from the CLIPConfig; do not pass them too")
+            model = CLIP(
+                embed_dim=config.embed_dim, vision_cfg=config.vision_cfg(), text_cfg=config.text_cfg(),
+                init_logit_scale=math.log(1 / config.init_temperature),
+            )
+            image_size, context_length, max_logit_scale = config.image_size, config.context_length, config.max_logit_scale
+        elif isinstance(model_or_config, nn.Module):
+            config, model = None, model_or_config
+            for name in ("encode_image", "encode_text", "logit_scale"):
+                if not hasattr(model, name):
+                    raise TypeError(f"model must be an open_clip CLIP model (it has no {name!r})")
+            if image_size is None or context_length is None:
+                raise ValueError("wrapping an open_clip model needs its image_size and context_length")
+        else:
+            raise TypeError(f"expected a CLIPConfig or an open_clip model, got {type(model_or_config).__name__}")
         if len(image_mean) != 3 or len(image_std) != 3:
             raise ValueError("image_mean and image_std need one value per RGB channel")
         self.model = model
@@ -217,15 +226,10 @@ class CLIPModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: CLIPConfig) -> "CLIPModel":
-        """A freshly initialised tiny CLIP built from open_clip's `CLIP` class."""
+        """A freshly initialised tiny CLIP (same as ``CLIPModel(config)``)."""
         if not isinstance(config, CLIPConfig):
             raise TypeError(f"config must be a CLIPConfig, got {type(config).__name__}")
-        model = CLIP(
-            embed_dim=config.embed_dim, vision_cfg=config.vision_cfg(), text_cfg=config.text_cfg(),
-            init_logit_scale=math.log(1 / config.init_temperature),
-        )
-        return cls(model, image_size=config.image_size, context_length=config.context_length,
-                   max_logit_scale=config.max_logit_scale, config=config)
+        return cls(config)
 
     @property
     def device(self) -> torch.device:
@@ -335,7 +339,7 @@ def load_open_clip_checkpoint(path: str | Path, model_name_or_config: str | CLIP
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} not found (this course only loads local files)")
     if isinstance(model_name_or_config, CLIPConfig):
-        clip = CLIPModel.from_config(model_name_or_config)
+        clip = CLIPModel(model_name_or_config)
     elif isinstance(model_name_or_config, str):
         _check_offline_name(model_name_or_config)
         model = open_clip.create_model(model_name_or_config, pretrained=None, load_weights=False,
@@ -352,35 +356,18 @@ def load_open_clip_checkpoint(path: str | Path, model_name_or_config: str | CLIP
     return clip.eval()
 
 
-def save_clip(clip: CLIPModel, path: str | Path) -> Path:
-    """Save a tiny CLIP as ``name.safetensors`` (weights) + ``name.json`` (its `CLIPConfig`)."""
+def save_clip(clip: CLIPModel, path: str | Path, *, extra: dict[str, Any] | None = None) -> Path:
+    """Save a tiny CLIP with `checkpoints.save_checkpoint`: ``path.safetensors`` + ``path.json``
+    (its `CLIPConfig`, and `extra` metadata such as measured retrieval). Returns the stem."""
     if clip.config is None:
         raise ValueError("only a CLIP built from a CLIPConfig can be saved this way; "
                          "save a loaded open_clip model's state dict with safetensors directly")
-    from safetensors.torch import save_file
-
-    path = Path(path).with_suffix("")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in clip.model.state_dict().items()}
-    save_file(state, str(path.with_suffix(".safetensors")))
-    path.with_suffix(".json").write_text(json.dumps({"kind": "clip", "config": clip.config.to_dict()}, indent=2))
-    return path.with_suffix(".safetensors")
+    return save_checkpoint(path, clip, clip.config, extra=extra)
 
 
-def load_clip(path: str | Path, device: torch.device | str | None = None) -> CLIPModel:
-    """Load a CLIP saved by `save_clip` (``name.safetensors`` + ``name.json``), in eval mode."""
-    from safetensors.torch import load_file
-
-    path = Path(path).with_suffix("")
-    meta_path, weights_path = path.with_suffix(".json"), path.with_suffix(".safetensors")
-    for p in (meta_path, weights_path):
-        if not p.is_file():
-            raise FileNotFoundError(f"{p} not found")
-    meta = json.loads(meta_path.read_text())
-    config = CLIPConfig.from_dict(meta["config"] if "config" in meta else meta)
-    clip = CLIPModel.from_config(config)
-    clip.model.load_state_dict(load_file(str(weights_path)), strict=True)
-    return clip.to(device or "cpu").eval()
+def load_clip(path: str | Path, device: torch.device | str = "cpu") -> CLIPModel:
+    """Load a CLIP saved by `save_clip`, in eval mode (tensor names and shapes are checked)."""
+    return load_checkpoint(path, CLIPModel, config_cls=CLIPConfig, device=device).eval()
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
+from dalle_mini_core.checkpoints import read_checkpoint_json
 from dalle_mini_core.clip import (
     CLIPConfig,
     CLIPModel,
@@ -142,6 +143,21 @@ def test_normalisation_is_identity_for_tiny_models_and_resizes(tiny):
     assert tiny.normalize_images(_images(2, size=32)).shape == (2, 3, 16, 16)
 
 
+def test_config_and_wrapped_model_build_the_same_thing():
+    torch.manual_seed(0)
+    a = CLIPModel(TINY)
+    torch.manual_seed(0)
+    b = CLIPModel.from_config(TINY)
+    wrapped = CLIPModel(b.model, image_size=16, context_length=16)
+    with torch.no_grad():
+        assert torch.equal(a.encode_text(CAPTIONS), b.encode_text(CAPTIONS))
+        assert torch.equal(wrapped.encode_image(_images(2)), b.encode_image(_images(2)))
+    with pytest.raises(ValueError, match="image_size and context_length"):
+        CLIPModel(b.model)
+    with pytest.raises(TypeError, match="CLIPConfig or an open_clip model"):
+        CLIPModel("shapes")
+
+
 def test_bad_inputs_raise_clear_errors(tiny):
     with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
         tiny.encode_image(torch.zeros(3, 16, 16))
@@ -248,11 +264,12 @@ def test_embedding_map_is_pca():
 
 
 def test_save_and_load_round_trip(tmp_path, tiny):
-    path = save_clip(tiny, tmp_path / "clip_tiny")
-    assert path.name == "clip_tiny.safetensors"
-    meta = json.loads((tmp_path / "clip_tiny.json").read_text())
-    assert meta["config"]["embed_dim"] == 16
+    save_clip(tiny, tmp_path / "clip_tiny", extra={"note": "test"})
+    assert (tmp_path / "clip_tiny.safetensors").is_file()
+    meta = read_checkpoint_json(tmp_path / "clip_tiny")
+    assert meta["config"]["fields"]["embed_dim"] == 16 and meta["extra"] == {"note": "test"}
     loaded = load_clip(tmp_path / "clip_tiny")
+    assert loaded.config == TINY and not loaded.training
     with torch.no_grad():
         assert torch.equal(loaded.encode_image(_images(2)), tiny.encode_image(_images(2)))
         assert torch.equal(loaded.encode_text(CAPTIONS), tiny.encode_text(CAPTIONS))
