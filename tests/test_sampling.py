@@ -1,0 +1,370 @@
+"""Samplers and the denoiser loss, tested with denoisers whose optimum is known in closed form.
+
+* One-image data x*: the optimal ε-predictor is ε(x_t, t) = (x_t − sqrt(ᾱ_t) x*) / sqrt(1 − ᾱ_t),
+  and its x̂₀ is x* at every step, so every sampler must return x*.
+* Gaussian data N(μ, σ²): x_t ~ N(sqrt(ᾱ_t) μ, ᾱ_t σ² + 1 − ᾱ_t), and
+  E[ε | x_t] = sqrt(1 − ᾱ_t) (x_t − sqrt(ᾱ_t) μ) / (ᾱ_t σ² + 1 − ᾱ_t); samples must have mean μ
+  and variance σ².
+
+The analytic models read ᾱ at the ORIGINAL timestep they are given, from the full schedule, so
+they also check that a respaced sampler passes `timestep_map[t]` to the model.
+"""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from dalle_mini_core.diffusion import Denoiser, model_output_to_x0_eps
+from dalle_mini_core.sampling import ddim_invert, ddim_sample, ddpm_sample, guided
+from dalle_mini_core.schedule import NoiseSchedule
+
+T = 1000
+SHAPE = (4, 2, 4, 4)  # (B, C, H, W)
+
+
+@pytest.fixture(scope="module")
+def schedule() -> NoiseSchedule:
+    return NoiseSchedule.make("cosine", num_timesteps=T)
+
+
+def _coefs(schedule: NoiseSchedule, t: torch.Tensor, ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """sqrt(ᾱ_t), sqrt(1 − ᾱ_t) in float64, shaped (B, 1, 1, 1) for original timesteps t."""
+    abar = schedule.alphas_cumprod.double()[t].view(-1, *([1] * (ndim - 1)))
+    return abar.sqrt(), (1 - abar).sqrt()
+
+
+class OneImage(nn.Module):
+    """The optimal denoiser for a dataset holding the single image `x_star`, as eps / x0 / v."""
+
+    def __init__(self, schedule: NoiseSchedule, x_star: torch.Tensor, prediction: str = "eps") -> None:
+        super().__init__()
+        self.schedule, self.prediction = schedule, prediction
+        self.x_star = nn.Parameter(x_star.clone())
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a, b = _coefs(self.schedule, t, x_t.dim())
+        x0 = self.x_star.double().expand_as(x_t)
+        eps = (x_t.double() - a * x0) / b
+        out = {"eps": eps, "x0": x0, "v": a * eps - b * x0}[self.prediction]
+        return out.to(x_t.dtype)
+
+
+class Gaussian(nn.Module):
+    """The optimal denoiser for data N(mu, sigma²) per channel, as eps / x0 / v."""
+
+    def __init__(self, schedule: NoiseSchedule, mu: torch.Tensor, sigma: torch.Tensor, prediction: str = "eps") -> None:
+        super().__init__()
+        self.schedule, self.prediction = schedule, prediction
+        self.mu, self.sigma = mu.double().view(1, -1, 1, 1), sigma.double().view(1, -1, 1, 1)  # (1, C, 1, 1)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        a, b = _coefs(self.schedule, t, x_t.dim())
+        x = x_t.double()
+        eps = b * (x - a * self.mu) / (a**2 * self.sigma**2 + b**2)
+        x0 = (x - b * eps) / a
+        out = {"eps": eps, "x0": x0, "v": a * eps - b * x0}[self.prediction]
+        return out.to(x_t.dtype)
+
+
+def _x_star() -> torch.Tensor:
+    return torch.rand((1,) + SHAPE[1:], generator=torch.Generator().manual_seed(0)) * 1.8 - 0.9
+
+
+def _noise(shape=SHAPE, seed: int = 1) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+# --- (a) one image ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [T, 50, 7])
+@pytest.mark.parametrize("clip_x0", [True, False])
+def test_one_image_ddim_and_ddpm_return_the_image(schedule, steps, clip_x0):
+    sched = schedule if steps == T else schedule.respace(steps)
+    x_star = _x_star()
+    model = OneImage(schedule, x_star)
+    x_T = _noise()
+    out_ddim = ddim_sample(model, x_T, sched, clip_x0=clip_x0)
+    out_ddpm = ddpm_sample(model, x_T, sched, clip_x0=clip_x0, generator=torch.Generator().manual_seed(2))
+    target = x_star.expand(SHAPE)
+    assert (out_ddim - target).abs().max() < 1e-4
+    assert (out_ddpm - target).abs().max() < 1e-3
+
+
+def test_one_image_invert_then_sample_reconstructs(schedule):
+    x_star = _x_star()
+    model = OneImage(schedule, x_star)
+    sched = schedule.respace(50)
+    x_T = ddim_invert(model, x_star.expand(SHAPE).clone(), sched)
+    assert (x_T - x_star).abs().mean() > 0.2  # it really moved away from the image
+    back = ddim_sample(model, x_T, sched)
+    assert torch.allclose(back, x_star.expand(SHAPE), atol=1e-4)
+
+
+def test_gaussian_invert_then_sample_reconstructs_and_improves_with_steps(schedule):
+    """A non-trivial inverse: for Gaussian data x̂₀ depends on x_t, so inversion is only approximately exact."""
+    mu, sigma = torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2])
+    model = Gaussian(schedule, mu, sigma)
+    x0 = mu.view(1, -1, 1, 1) + sigma.view(1, -1, 1, 1) * _noise(seed=3)
+    errors = []
+    for steps in (20, 200):
+        sched = schedule.respace(steps)
+        x_T = ddim_invert(model, x0, sched)
+        back = ddim_sample(model, x_T, sched, clip_x0=False)
+        errors.append((back - x0).abs().max().item())
+    assert errors[1] < 0.02
+    assert errors[1] < errors[0] / 3
+
+
+# --- (b) Gaussian data: the moments of the samples ------------------------------------------------
+
+def exact_moments(sched: NoiseSchedule, mu: torch.Tensor, sigma: torch.Tensor, sampler: str, eta: float = 0.0):
+    """Mean and std of what a FINITE-step sampler returns for N(mu, sigma²) data, from x_T ~ N(0, I).
+
+    With the optimal Gaussian denoiser each step is affine in x plus fresh noise,
+    x ← A x + B + s z, so mean and variance propagate exactly (float64, written independently of
+    the samplers: scalars per step, no tensors of samples).
+    """
+    ab, abp = sched.alphas_cumprod.double(), sched.alphas_cumprod_prev.double()
+    c1, c2 = sched.posterior_mean_coef1.double(), sched.posterior_mean_coef2.double()
+    m, var = torch.zeros_like(mu, dtype=torch.float64), torch.ones_like(mu, dtype=torch.float64)
+    for t in reversed(range(sched.num_timesteps)):
+        a, b = ab[t].sqrt(), (1 - ab[t]).sqrt()
+        v2 = a**2 * sigma**2 + b**2
+        ae, be = b / v2, -a * b * mu / v2  # ε̂ = ae·x + be
+        ax, bx = (1 - b * ae) / a, -b * be / a  # x̂₀ = ax·x + bx
+        if sampler == "ddpm":  # posterior mean c1·x̂₀ + c2·x, variance β̃
+            A, B, s2 = c1[t] * ax + c2[t], c1[t] * bx, sched.posterior_variance.double()[t]
+        else:  # DDIM, Song et al. 2021 Eq. 12 and 16
+            s2 = eta**2 * (1 - abp[t]) / (1 - ab[t]) * (1 - ab[t] / abp[t])
+            d = (1 - abp[t] - s2).sqrt()
+            A, B = abp[t].sqrt() * ax + d * ae, abp[t].sqrt() * bx + d * be
+        m, var = A * m + B, A**2 * var + (s2 if t > 0 else 0.0)
+    return m, var.sqrt()
+
+
+@pytest.mark.parametrize("sampler", ["ddpm", "ddim", "ddim_eta1"])
+@pytest.mark.parametrize("steps", [T, 50, 10])
+def test_gaussian_samples_have_the_data_moments(schedule, sampler, steps):
+    """Full schedule: the data's mean and std. Respaced: the exact finite-step moments (fewer steps
+    shrink the variance — DDPM with β̃ more than DDIM — which is part of what is tested)."""
+    mu, sigma = torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2])
+    model = Gaussian(schedule, mu, sigma)
+    sched = schedule if steps == T else schedule.respace(steps)
+    x_T = _noise((512, 2, 4, 4), seed=4)
+    gen = torch.Generator().manual_seed(5)
+    eta = 1.0 if sampler == "ddim_eta1" else 0.0
+    if sampler == "ddpm":
+        x = ddpm_sample(model, x_T, sched, clip_x0=False, generator=gen)
+    else:
+        x = ddim_sample(model, x_T, sched, clip_x0=False, eta=eta, generator=gen)
+    per_channel = x.transpose(0, 1).reshape(2, -1)  # (C, B·H·W)
+    want_mean, want_std = exact_moments(sched, mu.double(), sigma.double(), sampler[:4], eta)
+    if steps == T:
+        want_mean, want_std = mu, sigma
+        assert torch.allclose(exact_moments(sched, mu.double(), sigma.double(), sampler[:4], eta)[1].float(), sigma, rtol=0.01)
+    else:
+        assert not torch.allclose(want_std.float(), sigma, rtol=0.02)  # the finite-step bias is real
+    assert torch.allclose(per_channel.mean(1), want_mean.float(), atol=0.01)
+    assert torch.allclose(per_channel.std(1), want_std.float(), rtol=0.02)
+
+
+def test_ddim_with_eta_one_is_ddpm(schedule):
+    """η = 1 gives σ_t² = β̃_t and the same mean as the DDPM posterior (Song et al. 2021, §4.1)."""
+    model = Gaussian(schedule, torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2]))
+    sched = schedule.respace(20)
+    a = ddpm_sample(model, _noise(), sched, generator=torch.Generator().manual_seed(3))
+    b = ddim_sample(model, _noise(), sched, eta=1.0, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(a, b, atol=1e-4)
+
+
+# --- (c) classifier-free guidance ------------------------------------------------------------------
+
+class ImageConditioned(nn.Module):
+    """Optimal ε for 'the data is exactly the image y' (y is the condition); counts its calls."""
+
+    def __init__(self, schedule: NoiseSchedule) -> None:
+        super().__init__()
+        self.schedule, self.calls, self.batches = schedule, 0, []
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, *, y: torch.Tensor, shift: float = 0.0) -> torch.Tensor:
+        self.calls += 1
+        self.batches.append(x_t.shape[0])
+        a, b = _coefs(self.schedule, t, x_t.dim())
+        return ((x_t.double() - a * y.double()) / b).to(x_t.dtype) + shift
+
+
+def test_guidance_scale_one_is_conditional_and_zero_is_unconditional(schedule):
+    model = ImageConditioned(schedule)
+    x_t, t = _noise(), torch.tensor([10, 200, 500, 999])
+    y, null = _x_star().expand(SHAPE), torch.zeros(1, *SHAPE[1:])
+    cond, uncond = model(x_t, t, y=y), model(x_t, t, y=null.expand(SHAPE))
+    model.calls, model.batches = 0, []
+    assert torch.allclose(guided(model, 1.0, {"y": null})(x_t, t, y=y), cond, atol=1e-6)
+    assert torch.allclose(guided(model, 0.0, {"y": null})(x_t, t, y=y), uncond, atol=1e-6)
+    three = guided(model, 3.0, {"y": null})(x_t, t, y=y)
+    assert torch.allclose(three, uncond + 3.0 * (cond - uncond), atol=1e-5)
+    assert model.calls == 3 and model.batches == [8, 8, 8]  # one forward of 2B per guided call
+
+
+def test_guided_sampling_at_scale_one_matches_conditional_sampling(schedule):
+    model = ImageConditioned(schedule)
+    y, null = _x_star().expand(SHAPE), torch.zeros(SHAPE)
+    sched = schedule.respace(20)
+    a = ddim_sample(model, _noise(), sched, model_kwargs={"y": y}, eta=0.5, generator=torch.Generator().manual_seed(0))
+    b = ddim_sample(guided(model, 1.0, {"y": null}), _noise(), sched, model_kwargs={"y": y}, eta=0.5,
+                    generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(a, b, atol=1e-5)
+    assert torch.allclose(a, y, atol=1e-4)
+
+
+def test_guided_shares_unnamed_kwargs_and_checks_its_input(schedule):
+    model = ImageConditioned(schedule)
+    x_t, t, y = _noise(), torch.full((4,), 100), _x_star().expand(SHAPE)
+    wrapped = guided(model, 2.0, {"y": torch.zeros(1, *SHAPE[1:])})
+    assert torch.allclose(wrapped(x_t, t, y=y, shift=1.0), wrapped(x_t, t, y=y) + 1.0, atol=1e-5)
+    with pytest.raises(ValueError, match="scale"):
+        guided(model, -0.5, {"y": y})
+    with pytest.raises(ValueError, match="null_kwargs"):
+        guided(model, 2.0, {"label": y})(x_t, t, y=y)
+    with pytest.raises(ValueError, match="null_kwargs"):
+        guided(model, 2.0, {"y": torch.zeros(3, *SHAPE[1:])})(x_t, t, y=y)
+
+
+# --- (d) reproducibility --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sampler", [ddpm_sample, lambda *a, **k: ddim_sample(*a, eta=0.7, **k)])
+def test_same_generator_seed_gives_same_samples(schedule, sampler):
+    model = Gaussian(schedule, torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2]))
+    sched = schedule.respace(25)
+    run = lambda seed: sampler(model, _noise(), sched, generator=torch.Generator().manual_seed(seed))
+    assert torch.equal(run(0), run(0))
+    assert not torch.allclose(run(0), run(1))
+
+
+# --- (e) eps / x0 / v agree --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("steps", [T, 30])
+def test_prediction_types_agree(schedule, steps):
+    mu, sigma = torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2])
+    sched = schedule if steps == T else schedule.respace(steps)
+    outs = {}
+    for prediction in ("eps", "x0", "v"):
+        model = Gaussian(schedule, mu, sigma, prediction)
+        outs[prediction] = ddpm_sample(model, _noise(), sched, prediction=prediction,
+                                       generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(outs["eps"], outs["x0"], atol=1e-3)
+    assert torch.allclose(outs["eps"], outs["v"], atol=1e-3)
+
+
+def test_model_output_to_x0_eps_inverts_q_sample(schedule):
+    x0, eps, t = _x_star().expand(SHAPE), _noise(), torch.tensor([0, 10, 500, 900])
+    x_t = schedule.q_sample(x0, t, noise=eps)
+    v = schedule.v_target(x0, eps, t)
+    for prediction, out in (("eps", eps), ("x0", x0), ("v", v)):
+        got_x0, got_eps = model_output_to_x0_eps(schedule, x_t, t, out, prediction)
+        assert torch.allclose(got_x0, x0, atol=1e-3), prediction
+        assert torch.allclose(got_eps, eps, atol=1e-3), prediction
+
+
+# --- (f) the denoiser loss --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("prediction", ["eps", "x0", "v"])
+def test_loss_is_zero_for_the_optimal_predictor(schedule, prediction):
+    x_star = _x_star()
+    den = Denoiser(OneImage(schedule, x_star, prediction), schedule, prediction=prediction)
+    loss = den.loss({"image": x_star.expand(SHAPE).clone()}, generator=torch.Generator().manual_seed(0))
+    assert loss.dim() == 0 and loss.item() < 1e-6
+    wrong = Denoiser(OneImage(schedule, x_star + 0.5, prediction), schedule, prediction=prediction)
+    assert wrong.loss({"image": x_star.expand(SHAPE).clone()}, generator=torch.Generator().manual_seed(0)) > 1e-3
+
+
+def test_loss_gradient_flows_to_the_net(schedule):
+    """With x0-prediction of a learnable image θ, the loss is exactly mean((θ − x*)²), whatever t is."""
+    x_star = _x_star()
+    theta = torch.zeros_like(x_star)
+    den = Denoiser(OneImage(schedule, theta, "x0"), schedule, prediction="x0")
+    loss = den.loss({"image": x_star.expand(SHAPE).clone()}, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    want = 2 * (theta - x_star) / x_star.numel()  # d/dθ of mean over B copies of (θ − x*)²
+    assert torch.allclose(den.net.x_star.grad, want, atol=1e-6)
+    assert torch.allclose(loss, ((theta - x_star) ** 2).mean(), atol=1e-6)
+
+
+def test_loss_is_seeded_and_passes_conditioning(schedule):
+    seen = {}
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+
+        def forward(self, x_t, t, *, cond):
+            seen["t"], seen["cond"] = t, cond
+            return self.w * x_t
+
+    batch = {"image": _x_star().expand(SHAPE).clone(), "emb": torch.arange(4.0)}
+    den = Denoiser(Net(), schedule, cond_keys={"cond": "emb"})
+    a = den.loss(batch, generator=torch.Generator().manual_seed(7))
+    t_a = seen["t"].clone()
+    b = den.loss(batch, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(a, b) and torch.equal(seen["t"], t_a)
+    assert torch.equal(seen["cond"], batch["emb"])
+    assert seen["t"].dtype == torch.long and 0 <= seen["t"].min() and seen["t"].max() < T
+    with pytest.raises(KeyError, match="emb"):
+        den.loss({"image": batch["image"]})
+    with pytest.raises(ValueError, match="prediction"):
+        Denoiser(Net(), schedule, prediction="score")
+
+
+def test_loss_on_respaced_schedule_gives_the_net_original_timesteps(schedule):
+    seen = []
+    den = Denoiser(lambda x, t: (seen.append(t), torch.zeros_like(x))[1], schedule.respace(10))
+    den.loss({"image": torch.zeros(64, 1, 2, 2)}, generator=torch.Generator().manual_seed(0))
+    assert set(seen[0].tolist()) <= set(schedule.respace(10).timestep_map.tolist())
+
+
+# --- the loop's contract: callback, respacing, errors -------------------------------------------------
+
+def test_callback_sees_every_step_with_original_timesteps(schedule):
+    sched = schedule.respace(10)
+    seen = []
+    model = OneImage(schedule, _x_star())
+    ddim_sample(model, _noise(), sched, callback=lambda i, t, x_t, x0: seen.append((i, t, x_t.shape, x0.shape)))
+    assert [s[0] for s in seen] == list(range(10))
+    assert [s[1] for s in seen] == sched.timestep_map.flip(0).tolist()
+    assert seen[0][1] == T - 1 and all(s[2] == SHAPE and s[3] == SHAPE for s in seen)
+
+
+def test_progress_bar_runs(schedule):
+    out = ddpm_sample(OneImage(schedule, _x_star()), _noise(), schedule.respace(3), progress=True)
+    assert out.shape == SHAPE
+
+
+def test_vectors_work_as_well_as_images(schedule):
+    """The prior samples CLIP embeddings (B, D): nothing in the samplers assumes 4-D."""
+    x_star = torch.linspace(-0.5, 0.5, 8)[None]  # (1, D)
+
+    def model(x_t, t):
+        abar = schedule.alphas_cumprod[t][:, None]  # (B, 1)
+        return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
+
+    out = ddim_sample(model, torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), schedule.respace(20))
+    assert torch.allclose(out, x_star.expand(3, 8), atol=1e-4)
+
+
+def test_clear_errors(schedule):
+    model = OneImage(schedule, _x_star())
+    sched = schedule.respace(5)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(model, _noise(), sched, eta=-0.1)
+    with pytest.raises(ValueError, match="eta"):
+        ddim_sample(model, _noise(), sched, eta=1.5)
+    with pytest.raises(ValueError, match="shape"):
+        ddpm_sample(lambda x, t: x[:, :1], _noise(), sched)
+    with pytest.raises(ValueError, match="prediction"):
+        ddpm_sample(model, _noise(), sched, prediction="score")
+    with pytest.raises(ValueError, match="predicts 'eps'"):
+        ddim_sample(model, _noise(), sched, prediction="v")
+    with pytest.raises(TypeError, match="NoiseSchedule"):
+        ddpm_sample(model, _noise(), "cosine")
