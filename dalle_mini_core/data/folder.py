@@ -10,7 +10,8 @@ every other dataset in the course:
 * **Tar shards** (``TarShards``): what img2dataset and webdataset write — ``.tar`` files whose
   members are grouped by key (the member path up to the first dot of its file name):
   ``000017.jpg`` + ``000017.txt`` is one sample. Image extensions ``.jpg .jpeg .png .webp``;
-  the caption is the ``.txt`` member; other members (``.json``, ``.cls`` ...) are ignored.
+  the caption is the ``.txt`` member; other members (``.json``, ``.cls`` ...) are ignored, but
+  a key with neither an image nor a caption is reported, not dropped.
   Read with Python's ``tarfile``: no webdataset dependency.
 
 Every image is decoded when the dataset is built, converted to RGB (a transparent image is
@@ -175,6 +176,7 @@ class ImageCaptionFolder(CaptionedImages):
 
         # 1. read the captions table
         listed: dict[str, str] = {}
+        mentioned: set[str] = set()  # every filename in the table, usable or not
         for lineno, line in enumerate(table.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip() or line.startswith("#"):
                 continue
@@ -183,6 +185,7 @@ class ImageCaptionFolder(CaptionedImages):
                 self._problem(DataFileError(where, f"expected 'filename<TAB>caption', got {line!r}"))
                 continue
             name, caption = (s.strip() for s in line.split("\t", 1))
+            mentioned.add(name)
             if name in listed:
                 self._problem(DataFileError(where, f"{name!r} is listed twice"))
             elif not caption:
@@ -197,7 +200,7 @@ class ImageCaptionFolder(CaptionedImages):
             if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
         )
         for name in on_disk:
-            if name not in listed:
+            if name not in mentioned:
                 self._problem(DataFileError(str(self.root / name), f"image has no caption in {captions_file}"))
         present = set(on_disk)
 
@@ -302,7 +305,12 @@ class TarShards(CaptionedImages):
         if not image_exts:
             if "txt" in members:
                 self._problem(DataFileError(f"{shard}:{members['txt'][0]}", "caption without image"))
-            return None  # a key with neither image nor caption (e.g. only .json) is not a sample
+            else:  # e.g. 'a.b.png' has key 'a' and extension 'b.png': say so rather than drop it
+                names = sorted(name for name, _ in members.values())
+                self._problem(DataFileError(
+                    f"{shard}:{key}", f"no image and no .txt caption among {names} (the key ends "
+                    "at the first dot of the file name, the rest is the extension)"))
+            return None
         name, data = members[image_exts[0]]
         source = f"{shard}:{name}"
         if "txt" not in members:

@@ -99,8 +99,10 @@ def check_length(captions: str | Sequence[str], context_length: int = DEFAULT_CO
 def decode(tokens: torch.Tensor | Sequence[int]) -> str | list[str]:
     """Text back from ids: (L,) or a list of ints → str, (B, L) → list of B strings.
 
-    Reads from after ``<start_of_text>`` up to ``<end_of_text>`` (padding is ignored); the
-    text comes back lower-cased with whitespace normalised, as the tokenizer saw it.
+    Reads from after ``<start_of_text>`` up to ``<end_of_text>`` (padding is ignored). The
+    text comes back as the tokenizer saw it: lower-cased, whitespace normalised, typographic
+    quotes fixed by ftfy, and punctuation split off by spaces ("d'ivoire" -> "d ' ivoire");
+    tokenising the decoded text gives the same ids again.
     """
     t = torch.as_tensor(tokens)
     if t.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
