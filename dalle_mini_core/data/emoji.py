@@ -91,7 +91,7 @@ def load_emoji_arrays(root: str | Path | None = None) -> dict[str, np.ndarray]:
     with np.load(npz, allow_pickle=False) as data:
         arrays = {name: data[name] for name in _ARRAYS}
     for name, arr in arrays.items():
-        shape = manifest["arrays"][name]["shape"]
+        shape = manifest.get("arrays", {}).get(name, {}).get("shape")
         if list(arr.shape) != shape:
             raise DataIntegrityError(f"{npz}: array {name!r} has shape {arr.shape}, manifest says {shape}")
     _CACHE[key] = arrays
