@@ -85,3 +85,45 @@ def show_images(
         fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def show_noising(x: torch.Tensor, t: int, schedule, *, seed: int = 0, size: float = 1.5):
+    """One image noised to step `t` by a `NoiseSchedule`: x_0, ε, x_t, and ᾱ over time with t marked.
+
+    x_t = sqrt(ᾱ_t) x_0 + sqrt(1 - ᾱ_t) ε (Ho et al. 2020, Eq. 4). Pure: ε is drawn from `seed`,
+    so the same arguments give the same figure, and sliding `t` fades one fixed noise sample in.
+    `x` is one image, (C, H, W) or (1, C, H, W), in [-1, 1]. Returns the figure.
+    """
+    import matplotlib.pyplot as plt
+
+    x = x.detach().float().cpu()
+    if x.dim() == 3:
+        x = x[None]  # (1, C, H, W)
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f"x must be one image, (C, H, W) or (1, C, H, W), got shape {tuple(x.shape)}")
+    T = schedule.num_timesteps
+    if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < T:
+        raise ValueError(f"t must be an int in [0, {T - 1}], got {t!r}")
+    eps = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed))
+    x_t = schedule.q_sample(x, t, noise=eps).cpu()
+    alphas_cumprod = schedule.alphas_cumprod.detach().cpu()
+    abar = alphas_cumprod[t].item()
+
+    fig, axes = plt.subplots(1, 4, figsize=(size * 4.6, size + 0.4), dpi=72, gridspec_kw={"width_ratios": [1, 1, 1, 1.6]})
+    for ax, img, title in zip(axes[:3], (x, eps, x_t), ("x_0", "noise ε", f"x_t, t = {t}")):
+        ax.imshow(to_uint8(img[0]), interpolation="nearest")
+        ax.set_title(title, fontsize=8)
+        ax.axis("off")
+    ax = axes[3]
+    ax.plot(alphas_cumprod.numpy(), lw=1, label="ᾱ_t (signal²)")
+    ax.plot((1 - alphas_cumprod).numpy(), lw=1, label="1 - ᾱ_t (noise²)")
+    ax.axvline(t, color="k", lw=0.8, ls="--")
+    ax.set_title(f"ᾱ_t = {abar:.3f}, SNR = {abar / max(1 - abar, 1e-12):.3g}", fontsize=8)
+    ax.set_xlabel("t", fontsize=7)
+    ax.tick_params(labelsize=6)
+    ax.legend(fontsize=6, loc="center right")
+    fig.tight_layout()
+    return fig
+
+
+__all__.append("show_noising")

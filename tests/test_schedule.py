@@ -350,3 +350,25 @@ def test_parity_with_diffusers_respaced_step(kind):
         mean, var, _ = ours.q_posterior(ours.predict_x0_from_eps(x_t, t, eps), x_t, t)
         got = mean + var.sqrt() * torch.randn(x_t.shape, generator=torch.Generator().manual_seed(i))
         assert torch.allclose(got, want, rtol=1e-3, atol=1e-3), i
+
+
+# ---- the notebook's picture ---------------------------------------------------------------------
+
+
+def test_show_noising_draws_one_figure_and_refuses_bad_t():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dalle_mini_core.viz import show_noising
+
+    sched = NoiseSchedule.make("cosine", 100)
+    x = torch.zeros(3, 8, 8)
+    fig = show_noising(x, 50, sched)
+    assert len(fig.axes) == 4 and "t = 50" in fig.axes[2].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="t must be"):
+        show_noising(x, 100, sched)
+    with pytest.raises(ValueError, match="one image"):
+        show_noising(torch.zeros(2, 3, 8, 8), 5, sched)
