@@ -1,0 +1,578 @@
+"""The diffusion prior: from a caption's CLIP text embedding to a plausible CLIP image embedding.
+
+unCLIP (Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP Latents")
+generates in two stages: a *prior* P(z_i | y) that produces a CLIP image embedding z_i from a
+caption y, then a decoder that draws an image from z_i. Why a prior at all? CLIP's text and
+image embeddings of a matching pair are close in angle but far from equal (a matched pair's
+cosine is well below 1), so handing the decoder z_t instead of z_i gives it inputs it never saw.
+
+The prior here is the paper's diffusion prior (§2.2 and Appendix C):
+
+* a decoder-only (causal) Transformer over the sequence, in this order,
+
+      [caption tokens (L) | text embedding z_t | timestep t | noised image embedding z_i^(t) | query]
+
+  whose output at the final learned query token is the prediction;
+* it predicts the CLEAN embedding x₀ = z_i directly (not the noise ε) and is trained with
+  L = E ‖ f_θ(z_i^(t), t, y) − z_i ‖²  (Ramesh et al. 2022, §2.2, the equation after "we train");
+* text conditioning is dropped 10% of the time, replaced by learned null embeddings, so
+  classifier-free guidance (Ho & Salimans 2022) works at sampling time (Ramesh et al. 2022, §2.2);
+* at sampling time two samples are drawn and the one with the larger dot product with z_t is
+  kept (§2.2); `sample_best_of` does this for any n.
+
+The caption tokens are embedded by a small learned token embedding (the paper feeds the CLIP
+text encoder's per-token features; our tiny CLIP gives the pooled embedding, which the prior
+sees as z_t anyway).
+
+**Embedding scale (one rule for the whole course).** CLIP embeddings are unit vectors, so each
+of their D coordinates has a variance of about 1/D, far smaller than the unit-variance noise
+a diffusion model adds. We multiply by sqrt(D) before diffusion so each coordinate has roughly
+unit variance, and divide by sqrt(D) after sampling (`scale_embedding` / `unscale_embedding`).
+DALLE2-pytorch uses the same factor (its ``image_embed_scale`` defaults to ``dim ** 0.5``).
+The decoder applies the same rule to the embeddings it is conditioned on.
+
+Code names ↔ paper symbols: ``text_emb`` = z_t, ``image_emb`` = z_i (the x₀ of the diffusion),
+``x_t`` = z_i^(t), ``tokens`` = the caption y as token ids.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .checkpoints import load_checkpoint, save_checkpoint
+from .diffusion import Denoiser
+from .sampling import ddim_sample, ddpm_sample, guided
+from .schedule import NoiseSchedule
+from .unet import timestep_embedding
+
+__all__ = [
+    "PriorConfig",
+    "scale_embedding",
+    "unscale_embedding",
+    "causal_mask",
+    "CausalSelfAttention",
+    "Block",
+    "PriorTransformer",
+    "DiffusionPrior",
+    "rerank",
+    "text_embedding_baseline",
+    "nearest_neighbour_baseline",
+    "cosine_to_true",
+    "retrieval_top1",
+    "mean_pairwise_cosine_distance",
+    "save_prior",
+    "load_prior",
+    "embed_dataset",
+    "evaluate_prior",
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Configuration and the embedding scale
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class PriorConfig:
+    """Shape and training options of a diffusion prior. Defaults: a CPU-sized prior for a 64-d CLIP."""
+
+    embed_dim: int = 64  # D, the size of the CLIP embeddings (text and image)
+    width: int = 128  # transformer width (size of each token's vector)
+    depth: int = 4  # transformer blocks
+    heads: int = 4  # attention heads per block; must divide width
+    mlp_ratio: int = 4  # hidden size of each block's MLP = mlp_ratio · width
+    dropout: float = 0.0  # dropout on attention outputs and MLP outputs during training
+    context_length: int = 32  # L, caption tokens per caption (as made by data.tokens.tokenize)
+    vocab_size: int = 49408  # token ids are < vocab_size (49408: open_clip's BPE tokenizer)
+    num_timesteps: int = 1000  # T of the training schedule (the paper's prior: 1000)
+    schedule: str = "cosine"  # noise schedule kind: "cosine" (the paper's prior) or "linear"
+    p_uncond_text: float = 0.1  # probability of dropping the text condition in training (§2.2: 10%)
+
+    def __post_init__(self) -> None:
+        ints = ("embed_dim", "width", "depth", "heads", "mlp_ratio", "context_length", "vocab_size", "num_timesteps")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if self.width % self.heads:
+            raise ValueError(f"heads={self.heads} must divide width={self.width}")
+        if self.width % 2:
+            raise ValueError(f"width must be even (sinusoidal timestep embedding), got {self.width}")
+        if self.schedule not in ("cosine", "linear"):
+            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        if not 0.0 <= float(self.p_uncond_text) <= 1.0:
+            raise ValueError(f"p_uncond_text must lie in [0, 1], got {self.p_uncond_text!r}")
+        if not 0.0 <= float(self.dropout) < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
+
+    @property
+    def sequence_length(self) -> int:
+        """L caption tokens + text embedding + timestep + noised image embedding + query."""
+        return self.context_length + 4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def scale_embedding(emb: torch.Tensor) -> torch.Tensor:
+    """Unit-norm CLIP embedding (..., D) → diffusion space: multiply by sqrt(D) (module docstring)."""
+    return emb * math.sqrt(emb.shape[-1])
+
+
+def unscale_embedding(x: torch.Tensor) -> torch.Tensor:
+    """Diffusion space (..., D) → CLIP embedding scale: divide by sqrt(D); inverse of `scale_embedding`."""
+    return x / math.sqrt(x.shape[-1])
+
+
+# ---------------------------------------------------------------------------------------------
+# The causal transformer
+# ---------------------------------------------------------------------------------------------
+
+
+def causal_mask(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """(n, n) bool, True where query i may attend to key j, i.e. j ≤ i (nothing sees the future)."""
+    return torch.ones(n, n, dtype=torch.bool, device=device).tril()
+
+
+class CausalSelfAttention(nn.Module):
+    """Multi-head self-attention in which position i only attends to positions ≤ i (Vaswani et al. 2017)."""
+
+    def __init__(self, width: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.heads = heads
+        self.dropout = dropout
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        B, N, C = h.shape
+        nh = self.heads
+        q, k, v = self.qkv(h).view(B, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # 3 × (B, nh, N, C/nh)
+        p = self.dropout if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, nh, N, C/nh)
+        return self.proj(out.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: h + attn(LN(h)), then h + MLP(LN(h)) (GPT-2 layout)."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: int = 4, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(width)
+        self.attn = CausalSelfAttention(width, heads, dropout)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, mlp_ratio * width), nn.GELU(), nn.Linear(mlp_ratio * width, width), nn.Dropout(dropout)
+        )
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        h = h + self.attn(self.ln_1(h))
+        return h + self.mlp(self.ln_2(h))
+
+
+class PriorTransformer(nn.Module):
+    """f_θ(x_t, t, y): the causal transformer of the diffusion prior (Ramesh et al. 2022, §2.2).
+
+    Called as ``net(x_t, t, text_emb=..., tokens=..., drop_text=...)``; every embedding is in
+    the scaled diffusion space (`scale_embedding`). Returns the predicted clean embedding x̂₀ (B, D).
+    ``drop_text`` (B,) bool replaces that row's text embedding and caption tokens by the learned
+    null embeddings (the unconditional model of classifier-free guidance).
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        super().__init__()
+        self.config = config
+        c = config
+        # inputs → tokens of width c.width
+        self.token_embedding = nn.Embedding(c.vocab_size, c.width)
+        self.text_proj = nn.Linear(c.embed_dim, c.width)
+        self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
+        self.x_proj = nn.Linear(c.embed_dim, c.width)
+        self.query = nn.Parameter(torch.randn(c.width) * 0.02)  # the learned final query token
+        self.position = nn.Parameter(torch.randn(c.sequence_length, c.width) * 0.02)
+        # learned null condition (classifier-free guidance): one text vector, one vector per token slot
+        self.null_text = nn.Parameter(torch.randn(c.width) * 0.02)
+        self.null_tokens = nn.Parameter(torch.randn(c.context_length, c.width) * 0.02)
+        # the transformer and its read-out at the query position
+        self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
+        self.ln_f = nn.LayerNorm(c.width)
+        self.out = nn.Linear(c.width, c.embed_dim)
+
+    @staticmethod
+    def sequence_names(config: PriorConfig) -> list[str]:
+        """The name of each position of the input sequence, in order."""
+        return [f"token_{i}" for i in range(config.context_length)] + ["text_emb", "time", "x_t", "query"]
+
+    def _check(self, x_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor, tokens: torch.Tensor) -> None:
+        c = self.config
+        B = x_t.shape[0]
+        if x_t.dim() != 2 or x_t.shape[1] != c.embed_dim:
+            raise ValueError(f"x_t must have shape (B, {c.embed_dim}), got {tuple(x_t.shape)}")
+        if not torch.is_tensor(t) or t.shape != (B,) or t.is_floating_point():
+            raise ValueError(f"t must be an integer tensor of shape ({B},), got {getattr(t, 'shape', t)}")
+        if text_emb.shape != (B, c.embed_dim):
+            raise ValueError(f"text_emb must have shape ({B}, {c.embed_dim}), got {tuple(text_emb.shape)}")
+        if tokens.shape != (B, c.context_length) or tokens.is_floating_point():
+            raise ValueError(f"tokens must be integer ids of shape ({B}, {c.context_length}), got {tuple(tokens.shape)} {tokens.dtype}")
+
+    def embed_sequence(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text_emb: torch.Tensor,
+        tokens: torch.Tensor,
+        drop_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The input sequence (B, L + 4, width), laid out as `sequence_names`, before the blocks."""
+        self._check(x_t, t, text_emb, tokens)
+        B = x_t.shape[0]
+        # 1. one vector per input
+        h_tokens = self.token_embedding(tokens)  # (B, L, W)
+        h_text = self.text_proj(text_emb)  # (B, W)
+        h_time = self.time_mlp(timestep_embedding(t, self.config.width))  # (B, W)
+        h_x = self.x_proj(x_t)  # (B, W)
+        h_query = self.query.expand(B, -1)  # (B, W)
+        # 2. condition dropout: swap in the learned null text and null tokens where drop_text
+        if drop_text is not None:
+            if drop_text.shape != (B,) or drop_text.dtype != torch.bool:
+                raise ValueError(f"drop_text must be a bool tensor of shape ({B},), got {tuple(drop_text.shape)} {drop_text.dtype}")
+            drop = drop_text.to(x_t.device)
+            h_text = torch.where(drop[:, None], self.null_text.expand(B, -1), h_text)
+            h_tokens = torch.where(drop[:, None, None], self.null_tokens.expand(B, -1, -1), h_tokens)
+        # 3. the sequence, in order, plus learned positions
+        singles = torch.stack([h_text, h_time, h_x, h_query], dim=1)  # (B, 4, W)
+        return torch.cat([h_tokens, singles], dim=1) + self.position  # (B, L + 4, W)
+
+    def forward(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text_emb: torch.Tensor,
+        tokens: torch.Tensor,
+        drop_text: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        h = self.embed_sequence(x_t, t, text_emb=text_emb, tokens=tokens, drop_text=drop_text)
+        for block in self.blocks:
+            h = block(h)  # (B, L + 4, W)
+        return self.out(self.ln_f(h[:, -1]))  # the query position → x̂₀, (B, D)
+
+
+# ---------------------------------------------------------------------------------------------
+# The prior: transformer + schedule + loss + sampling
+# ---------------------------------------------------------------------------------------------
+
+
+def _check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
+    if not torch.is_tensor(emb) or not emb.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor")
+    if emb.dim() != 2 or emb.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
+    return emb
+
+
+class DiffusionPrior(Denoiser):
+    """The unCLIP diffusion prior: a `Denoiser` that predicts x₀ = scaled z_i with a `PriorTransformer`.
+
+    ``loss(batch)`` takes a batch with ``"text_emb"`` (B, D), ``"image_emb"`` (B, D) (unit-norm
+    CLIP embeddings) and ``"tokens"`` (B, L); ``sample`` / ``sample_best_of`` return image
+    embeddings on CLIP's scale (unscaled, not re-normalised).
+    """
+
+    def __init__(self, config: PriorConfig) -> None:
+        if not isinstance(config, PriorConfig):
+            raise TypeError(f"config must be a PriorConfig, got {type(config).__name__}")
+        super().__init__(
+            PriorTransformer(config),
+            NoiseSchedule.make(config.schedule, config.num_timesteps),
+            prediction="x0",
+            image_key="x0",
+            cond_keys=("text_emb", "tokens", "drop_text"),
+        )
+        self.config = config
+
+    def draw_text_dropout(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B,) bool: which rows lose their text condition, each with probability p_uncond_text."""
+        device = generator.device if generator is not None else self.net.query.device
+        return torch.rand(batch_size, generator=generator, device=device) < self.config.p_uncond_text
+
+    def loss(self, batch: Mapping[str, object], *, generator: torch.Generator | None = None) -> torch.Tensor:
+        """‖f_θ(z_i^(t), t, y) − z_i‖² (Ramesh et al. 2022, §2.2), text dropped with p_uncond_text.
+
+        1. scale both embeddings by sqrt(D); 2. draw the dropout mask; 3. the `Denoiser` loss
+        (t ~ U{0..T−1}, ε ~ N(0, I), x_t = q_sample(x₀, t, ε), MSE against x₀).
+        """
+        for key in ("text_emb", "image_emb", "tokens"):
+            if key not in batch:
+                raise KeyError(f"batch has no {key!r} entry; keys: {sorted(batch)}")
+        D = self.config.embed_dim
+        text_emb = _check_embeddings("batch['text_emb']", batch["text_emb"], D)
+        image_emb = _check_embeddings("batch['image_emb']", batch["image_emb"], D)
+        if image_emb.shape[0] != text_emb.shape[0]:
+            raise ValueError("batch['text_emb'] and batch['image_emb'] have different batch sizes")
+        device = self.net.query.device
+        inner = {
+            "x0": scale_embedding(image_emb.to(device)),
+            "text_emb": scale_embedding(text_emb.to(device)),
+            "tokens": batch["tokens"].to(device),
+            "drop_text": self.draw_text_dropout(text_emb.shape[0], generator).to(device),
+        }
+        return super().loss(inner, generator=generator)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        text_emb: torch.Tensor,
+        tokens: torch.Tensor,
+        *,
+        steps: int = 64,
+        guidance_scale: float | None = None,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Draw one image embedding per caption (B, D), on CLIP's scale.
+
+        Runs `ddim_sample` (or `ddpm_sample`) on the training schedule respaced to `steps`
+        (the paper samples its prior in 64 steps), with x₀ prediction and no clipping (the
+        scaled embeddings are not bounded by 1). ``guidance_scale`` None samples the plain
+        conditional model; a number wraps it with `sampling.guided`, whose unconditional half
+        sets ``drop_text`` (1: conditional, 0: unconditional, > 1: stronger text adherence).
+        """
+        text_emb = _check_embeddings("text_emb", text_emb, self.config.embed_dim)
+        if sampler not in ("ddim", "ddpm"):
+            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        device = self.net.query.device
+        B = text_emb.shape[0]
+        # 1. the sampling schedule and the conditioning
+        schedule = self.schedule.respace(steps)
+        cond = {
+            "text_emb": scale_embedding(text_emb.to(device)),
+            "tokens": tokens.to(device),
+            "drop_text": torch.zeros(B, dtype=torch.bool, device=device),
+        }
+        model = self
+        if guidance_scale is not None:
+            model = guided(self, guidance_scale, {"drop_text": torch.ones(1, dtype=torch.bool, device=device)})
+        # 2. x_T ~ N(0, I), drawn on the generator's device
+        gen_device = generator.device if generator is not None else device
+        x_T = torch.randn(B, self.config.embed_dim, generator=generator, device=gen_device).to(device)
+        # 3. denoise
+        kwargs = dict(model_kwargs=cond, prediction="x0", clip_x0=False, generator=generator)
+        if sampler == "ddim":
+            x0 = ddim_sample(model, x_T, schedule, eta=eta, **kwargs)
+        else:
+            x0 = ddpm_sample(model, x_T, schedule, **kwargs)
+        return unscale_embedding(x0)
+
+    @torch.no_grad()
+    def sample_best_of(
+        self, text_emb: torch.Tensor, tokens: torch.Tensor, *, n: int = 2, **sample_kwargs: Any
+    ) -> torch.Tensor:
+        """Draw `n` samples per caption and keep the one most similar to the text embedding (§2.2, n = 2).
+
+        The n·B samples are drawn in one batch (caption b's candidates are rows b·n … b·n + n − 1);
+        `sample_kwargs` go to `sample`. Returns (B, D).
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        B = text_emb.shape[0]
+        candidates = self.sample(
+            text_emb.repeat_interleave(n, dim=0), tokens.repeat_interleave(n, dim=0), **sample_kwargs
+        )  # (B·n, D)
+        best, _ = rerank(candidates.view(B, n, -1), text_emb.to(candidates.device))
+        return best
+
+
+def rerank(candidates: torch.Tensor, text_emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pick, for each caption, the candidate with the highest cosine similarity to its text embedding.
+
+    candidates (B, n, D), text_emb (B, D) → (best (B, D), index (B,)).
+    """
+    if candidates.dim() != 3 or text_emb.dim() != 2 or candidates.shape[::2] != text_emb.shape:
+        raise ValueError(f"need candidates (B, n, D) and text_emb (B, D), got {tuple(candidates.shape)} and {tuple(text_emb.shape)}")
+    scores = F.cosine_similarity(candidates, text_emb[:, None, :], dim=-1)  # (B, n)
+    index = scores.argmax(dim=1)  # (B,)
+    best = candidates[torch.arange(candidates.shape[0], device=candidates.device), index]  # (B, D)
+    return best, index
+
+
+# ---------------------------------------------------------------------------------------------
+# Baselines and metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def text_embedding_baseline(text_emb: torch.Tensor) -> torch.Tensor:
+    """The simplest "prior": use the caption's text embedding as if it were the image embedding."""
+    return text_emb
+
+
+def nearest_neighbour_baseline(
+    text_emb: torch.Tensor, train_text_emb: torch.Tensor, train_image_emb: torch.Tensor
+) -> torch.Tensor:
+    """For each caption, the image embedding of the training pair whose TEXT embedding is closest (cosine).
+
+    text_emb (B, D), train_text_emb (N, D), train_image_emb (N, D) → (B, D).
+    """
+    if train_text_emb.shape != train_image_emb.shape:
+        raise ValueError("train_text_emb and train_image_emb must have the same shape (N, D)")
+    sim = F.normalize(text_emb, dim=-1) @ F.normalize(train_text_emb, dim=-1).T  # (B, N)
+    return train_image_emb[sim.argmax(dim=1)]
+
+
+def cosine_to_true(pred: torch.Tensor, true: torch.Tensor) -> float:
+    """Mean cosine similarity between each predicted embedding and its true one (both (B, D))."""
+    if pred.shape != true.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and true {tuple(true.shape)} differ in shape")
+    return F.cosine_similarity(pred.float(), true.float(), dim=-1).mean().item()
+
+
+def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor) -> float:
+    """Fraction of rows i whose most similar gallery embedding (cosine) is gallery[i].
+
+    pred (B, D) are predicted image embeddings, gallery (B, D) the true image embeddings of the
+    same B captions, in the same order. Chance is 1 / B.
+    """
+    if pred.shape != gallery.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gallery {tuple(gallery.shape)} differ in shape")
+    sim = F.normalize(pred.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (B, B)
+    return (sim.argmax(dim=1) == torch.arange(pred.shape[0], device=pred.device)).float().mean().item()
+
+
+def mean_pairwise_cosine_distance(samples: torch.Tensor) -> float:
+    """Diversity of n samples (n, D): the mean of 1 − cos over the n(n−1)/2 distinct pairs."""
+    if samples.dim() != 2 or samples.shape[0] < 2:
+        raise ValueError(f"need samples of shape (n >= 2, D), got {tuple(samples.shape)}")
+    z = F.normalize(samples.float(), dim=-1)
+    sim = z @ z.T  # (n, n)
+    n = z.shape[0]
+    off_diagonal = sim[~torch.eye(n, dtype=torch.bool, device=z.device)]
+    return (1.0 - off_diagonal).mean().item()
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving, data and evaluation
+# ---------------------------------------------------------------------------------------------
+
+
+def save_prior(path: str | Path, prior: DiffusionPrior, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``path.safetensors`` + ``path.json`` (the `PriorConfig` and `extra`); returns the stem."""
+    if not isinstance(prior, DiffusionPrior):
+        raise TypeError(f"prior must be a DiffusionPrior, got {type(prior).__name__}")
+    return save_checkpoint(path, prior, prior.config, extra=extra)
+
+
+def load_prior(path: str | Path, device: torch.device | str = "cpu") -> DiffusionPrior:
+    """Load a prior saved by `save_prior`, in eval mode (tensor names and shapes are checked)."""
+    return load_checkpoint(path, DiffusionPrior, config_cls=PriorConfig, device=device).eval()
+
+
+@torch.no_grad()
+def embed_dataset(clip_model: Any, dataset: Any, n: int, *, start: int = 0, batch_size: int = 256) -> dict[str, Any]:
+    """CLIP embeddings of items ``start … start + n − 1`` of `dataset`, to train a prior fast.
+
+    Returns {"text_emb": (n, D), "image_emb": (n, D), "tokens": (n, L) long, "caption": [n]}
+    on the CPU; every row is a batch-ready training pair for `DiffusionPrior.loss`. The CLIP is
+    frozen (run once here), so prior training never touches images again.
+    """
+    from .clip import encode_dataset
+    from .data.tokens import tokenize
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n must be a positive int, got {n!r}")
+    if start < 0 or start + n > len(dataset):
+        raise ValueError(f"items {start}..{start + n - 1} do not fit a dataset of {len(dataset)} items")
+    image_emb, text_emb, captions = encode_dataset(clip_model, dataset, range(start, start + n), batch_size=batch_size)
+    tokens = tokenize(captions, context_length=clip_model.context_length)
+    return {"text_emb": text_emb, "image_emb": image_emb, "tokens": tokens, "caption": captions}
+
+
+def _distinct_rows(tokens: torch.Tensor, n: int) -> torch.Tensor:
+    """Indices of the first `n` rows whose token sequences (captions) are all different."""
+    seen: set[tuple[int, ...]] = set()
+    keep: list[int] = []
+    for i, row in enumerate(tokens.tolist()):
+        key = tuple(row)
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+            if len(keep) == n:
+                break
+    if len(keep) < n:
+        raise ValueError(f"the test set has only {len(keep)} distinct captions; asked for n={n}")
+    return torch.tensor(keep)
+
+
+@torch.no_grad()
+def evaluate_prior(
+    prior: DiffusionPrior,
+    train: Mapping[str, torch.Tensor],
+    test: Mapping[str, torch.Tensor],
+    *,
+    n: int = 200,
+    seed: int = 0,
+    steps: int = 64,
+    guidance_scale: float | None = None,
+    best_of: int = 1,
+    diversity_captions: int = 8,
+    diversity_samples: int = 8,
+) -> dict[str, Any]:
+    """Score the prior against the two baselines on `n` held-out captions with distinct text.
+
+    `train` / `test` are `embed_dataset` outputs (the nearest-neighbour baseline searches
+    `train`). Returns a dict with, per method (``prior``, ``text_embedding``,
+    ``nearest_neighbour``):
+
+    * ``retrieval_top1`` — fraction of captions whose predicted embedding is closest (cosine) to
+      their own true image embedding among the n true image embeddings (chance 1/n);
+    * ``cosine_to_true`` — mean cosine similarity to the true image embedding;
+    * ``cosine_to_unrelated`` — the same against another caption's image embedding (a floor);
+    * ``diversity`` — mean pairwise cosine distance of `diversity_samples` predictions for one
+      caption, averaged over `diversity_captions` captions (the baselines are deterministic: 0);
+
+    plus ``n``, ``seed`` and the sampling settings.
+    """
+    # 1. n distinct test captions, and an unrelated partner for each (a seeded derangement)
+    rows = _distinct_rows(test["tokens"], n)
+    text_emb, image_emb, tokens = test["text_emb"][rows], test["image_emb"][rows], test["tokens"][rows]
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(n, generator=g)
+    partner = torch.empty(n, dtype=torch.long)
+    partner[perm] = perm.roll(1)  # partner[i] != i for every i (n ≥ 2)
+
+    # 2. predictions of the three methods
+    was_training = prior.training
+    prior.eval()
+    sample_kwargs = dict(steps=steps, guidance_scale=guidance_scale, generator=g)
+    if best_of > 1:
+        prior_pred = prior.sample_best_of(text_emb, tokens, n=best_of, **sample_kwargs).cpu()
+    else:
+        prior_pred = prior.sample(text_emb, tokens, **sample_kwargs).cpu()
+    predictions = {
+        "prior": prior_pred,
+        "text_embedding": text_embedding_baseline(text_emb),
+        "nearest_neighbour": nearest_neighbour_baseline(text_emb, train["text_emb"], train["image_emb"]),
+    }
+
+    # 3. diversity: several draws for the same caption
+    k = min(diversity_captions, n)
+    rep_text = text_emb[:k].repeat_interleave(diversity_samples, dim=0)
+    rep_tokens = tokens[:k].repeat_interleave(diversity_samples, dim=0)
+    draws = prior.sample(rep_text, rep_tokens, **sample_kwargs).cpu().view(k, diversity_samples, -1)
+    prior_diversity = sum(mean_pairwise_cosine_distance(d) for d in draws) / k
+    prior.train(was_training)
+
+    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of}
+    result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
+    result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
+    result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
+    result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    result["chance_top1"] = 1.0 / n
+    return result
