@@ -190,7 +190,10 @@ class NoiseSchedule(nn.Module):
             timestep_map = torch.arange(T)
         timestep_map = torch.as_tensor(timestep_map)
         if timestep_map.is_floating_point() or timestep_map.dim() != 1 or timestep_map.shape[0] != T:
-            raise ValueError(f"timestep_map must be {T} integer timesteps (one per beta), got {tuple(timestep_map.shape)} {timestep_map.dtype}")
+            raise ValueError(
+                f"timestep_map must be {T} integer timesteps (one per beta), "
+                f"got shape {tuple(timestep_map.shape)} of {timestep_map.dtype}"
+            )
         timestep_map = timestep_map.long()
         if (timestep_map < 0).any() or (timestep_map[1:] <= timestep_map[:-1]).any():
             raise ValueError("timestep_map must be non-negative and strictly increasing")
@@ -248,6 +251,10 @@ class NoiseSchedule(nn.Module):
         """`extract` for a tensor `x`, returned on x's device."""
         return extract(table, t, x.shape).to(x.device)
 
+    def _alpha_sigma(self, t: torch.Tensor | int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sqrt(ᾱ_t), sqrt(1 - ᾱ_t)), each (B, 1, ..., 1): α_t and σ_t of Salimans & Ho 2022."""
+        return self._get(self.sqrt_alphas_cumprod, t, x), self._get(self.sqrt_one_minus_alphas_cumprod, t, x)
+
     # ---- forward process ---------------------------------------------------------------------
 
     def q_sample(
@@ -270,7 +277,8 @@ class NoiseSchedule(nn.Module):
             noise = torch.randn(x0.shape, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
         elif noise.shape != x0.shape:
             raise ValueError(f"noise shape {tuple(noise.shape)} != x0 shape {tuple(x0.shape)}")
-        return self._get(self.sqrt_alphas_cumprod, t, x0) * x0 + self._get(self.sqrt_one_minus_alphas_cumprod, t, x0) * noise
+        alpha, sigma = self._alpha_sigma(t, x0)
+        return alpha * x0 + sigma * noise
 
     def q_posterior(
         self, x0: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor | int
@@ -297,23 +305,28 @@ class NoiseSchedule(nn.Module):
 
     def predict_x0_from_eps(self, x_t: torch.Tensor, t: torch.Tensor | int, eps: torch.Tensor) -> torch.Tensor:
         """x_0 = x_t / sqrt(ᾱ_t) - sqrt(1/ᾱ_t - 1) ε (Eq. 4 solved for x_0; Ho et al. 2020, Eq. 15)."""
-        return self._get(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - self._get(self.sqrt_recipm1_alphas_cumprod, t, x_t) * eps
+        recip, recipm1 = self._get(self.sqrt_recip_alphas_cumprod, t, x_t), self._get(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        return recip * x_t - recipm1 * eps
 
     def predict_eps_from_x0(self, x_t: torch.Tensor, t: torch.Tensor | int, x0: torch.Tensor) -> torch.Tensor:
         """ε = (x_t / sqrt(ᾱ_t) - x_0) / sqrt(1/ᾱ_t - 1) (Eq. 4 solved for ε)."""
-        return (self._get(self.sqrt_recip_alphas_cumprod, t, x_t) * x_t - x0) / self._get(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        recip, recipm1 = self._get(self.sqrt_recip_alphas_cumprod, t, x_t), self._get(self.sqrt_recipm1_alphas_cumprod, t, x_t)
+        return (recip * x_t - x0) / recipm1
 
     def v_target(self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor | int) -> torch.Tensor:
         """v = sqrt(ᾱ_t) ε - sqrt(1 - ᾱ_t) x_0, the velocity target (Salimans & Ho 2022, §4)."""
-        return self._get(self.sqrt_alphas_cumprod, t, x0) * eps - self._get(self.sqrt_one_minus_alphas_cumprod, t, x0) * x0
+        alpha, sigma = self._alpha_sigma(t, x0)
+        return alpha * eps - sigma * x0
 
     def predict_x0_from_v(self, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
         """x_0 = sqrt(ᾱ_t) x_t - sqrt(1 - ᾱ_t) v (Salimans & Ho 2022, Appendix D)."""
-        return self._get(self.sqrt_alphas_cumprod, t, x_t) * x_t - self._get(self.sqrt_one_minus_alphas_cumprod, t, x_t) * v
+        alpha, sigma = self._alpha_sigma(t, x_t)
+        return alpha * x_t - sigma * v
 
     def predict_eps_from_v(self, x_t: torch.Tensor, t: torch.Tensor | int, v: torch.Tensor) -> torch.Tensor:
         """ε = sqrt(1 - ᾱ_t) x_t + sqrt(ᾱ_t) v (Salimans & Ho 2022, Appendix D)."""
-        return self._get(self.sqrt_one_minus_alphas_cumprod, t, x_t) * x_t + self._get(self.sqrt_alphas_cumprod, t, x_t) * v
+        alpha, sigma = self._alpha_sigma(t, x_t)
+        return sigma * x_t + alpha * v
 
     # ---- fewer steps for sampling ----------------------------------------------------------------
 
