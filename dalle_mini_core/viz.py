@@ -7,6 +7,7 @@ saved notebook stays under 2 MB.
 from __future__ import annotations
 
 import math
+import textwrap
 from pathlib import Path
 from typing import Sequence
 
@@ -73,14 +74,14 @@ def show_images(
     n = images.shape[0]
     nrow = nrow or min(n, 8)
     rows = math.ceil(n / nrow)
-    fig, axes = plt.subplots(rows, nrow, figsize=(size * nrow, size * rows + (0.3 if titles else 0)), dpi=72, squeeze=False)
+    fig, axes = plt.subplots(rows, nrow, figsize=(size * nrow, (size + (0.45 if titles else 0)) * rows), dpi=72, squeeze=False)
     arr = to_uint8(images)
     for i, ax in enumerate(axes.flat):
         ax.axis("off")
         if i < n:
             ax.imshow(arr[i], interpolation="nearest")
             if titles is not None and i < len(titles):
-                ax.set_title(titles[i], fontsize=6)
+                ax.set_title(textwrap.fill(str(titles[i]), 22), fontsize=6)
     if suptitle:
         fig.suptitle(suptitle, fontsize=8)
     fig.tight_layout()
