@@ -32,7 +32,6 @@ own preprocessing would.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +45,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
+from .data.tokens import tokenize
 
 __all__ = [
     "CLIPConfig",
@@ -57,10 +57,18 @@ __all__ = [
     "save_clip",
     "load_clip",
     "retrieval_metrics",
+    "encode_dataset",
+    "shapes_relevance",
     "evaluate_retrieval",
     "zero_shot_classify",
     "confusion_matrix",
     "embedding_map",
+    "shapes_prompts",
+    "attribute_accuracy",
+    "CLIPRecipe",
+    "RECIPES",
+    "clip_batches",
+    "train_clip",
 ]
 
 
@@ -168,12 +176,6 @@ def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scal
 # --------------------------------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=8)
-def _simple_tokenizer(context_length: int) -> Callable[..., torch.Tensor]:
-    """open_clip's BPE tokenizer (lower-cases; start/end-of-text tokens; zero padding)."""
-    return open_clip.tokenizer.SimpleTokenizer(context_length=context_length)
-
-
 class CLIPModel(nn.Module):
     """An open_clip model plus what it needs around it: tokenizer, image size and normalisation.
 
@@ -219,7 +221,7 @@ class CLIPModel(nn.Module):
         self.image_size = int(image_size)
         self.context_length = int(context_length)
         self.max_logit_scale = float(max_logit_scale)
-        self.tokenizer = tokenizer or _simple_tokenizer(self.context_length)
+        self.tokenizer = tokenizer or tokenize  # the course tokenizer = open_clip's BPE SimpleTokenizer
         self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.clip_loss = ClipLoss()
@@ -381,28 +383,38 @@ def retrieval_metrics(
     *,
     ks: Sequence[int] = (1, 5),
     groups: Sequence[Any] | None = None,
+    relevant: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """Top-k retrieval accuracy over a gallery of N pairs (image i belongs with text i).
 
-    ``text_to_image_top{k}``: fraction of captions whose own image is among the k images most
-    similar to it; ``image_to_text_top{k}`` the other way round. When two items have the same
-    label in `groups` (for instance identical captions), retrieving either counts as correct:
-    a caption cannot tell them apart.
+    ``text_to_image_top{k}``: fraction of captions with a correct image among the k images
+    most similar to it; ``image_to_text_top{k}`` the other way round. By default only the
+    item's own partner is correct. `groups` (one label per pair, e.g. the caption) makes
+    items with the same label interchangeable; `relevant` (N texts, N images) bool says
+    directly which images each caption correctly describes (its diagonal must be True).
     """
     if image_emb.dim() != 2 or image_emb.shape != text_emb.shape:
         raise ValueError(f"image_emb and text_emb must both be (N, D), got {tuple(image_emb.shape)} and {tuple(text_emb.shape)}")
     n = image_emb.shape[0]
     if any(not isinstance(k, int) or k < 1 or k > n for k in ks):
         raise ValueError(f"every k must be an int in [1, {n}], got {list(ks)}")
+    if groups is not None and relevant is not None:
+        raise ValueError("pass groups or relevant, not both")
     sim = text_emb.float() @ image_emb.float().T  # (N texts, N images)
-    if groups is None:
-        same = torch.eye(n, dtype=torch.bool, device=sim.device)
-    else:
+    if relevant is not None:
+        if relevant.shape != (n, n) or relevant.dtype != torch.bool:
+            raise ValueError(f"relevant must be a bool tensor of shape ({n}, {n}), got {relevant.dtype} {tuple(relevant.shape)}")
+        if not bool(relevant.diagonal().all()):
+            raise ValueError("relevant must mark every caption's own image as correct (diagonal all True)")
+        same = relevant.to(sim.device)
+    elif groups is not None:
         if len(groups) != n:
             raise ValueError(f"groups has {len(groups)} labels for {n} pairs")
         ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
         label = torch.tensor([ids[g] for g in groups], device=sim.device)
         same = label[:, None] == label[None, :]  # (N, N): text i may retrieve image j
+    else:
+        same = torch.eye(n, dtype=torch.bool, device=sim.device)
     out: dict[str, float] = {}
     for name, s, ok in (("text_to_image", sim, same), ("image_to_text", sim.T, same.T)):
         order = s.argsort(dim=1, descending=True)  # (N, N): best match first
@@ -414,20 +426,35 @@ def retrieval_metrics(
 
 @torch.no_grad()
 def encode_dataset(clip: CLIPModel, dataset: Any, indices: Sequence[int], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Image and text embeddings (N, D) and captions of `dataset[i]` for i in `indices`."""
-    images, captions = [], []
-    for i in indices:
-        image, caption = dataset[i]
-        images.append(image)
-        captions.append(caption)
-    image_emb, text_emb = [], []
+    """Image and text embeddings (N, D) on the CPU, and the captions, of `dataset[i]` for i in `indices`."""
+    image_emb, text_emb, captions = [], [], []
     was_training = clip.training
     clip.eval()
-    for s in range(0, len(captions), batch_size):
-        image_emb.append(clip.encode_image(torch.stack(images[s:s + batch_size])).cpu())
-        text_emb.append(clip.encode_text(captions[s:s + batch_size]).cpu())
+    for s in range(0, len(indices), batch_size):
+        images, caps = zip(*(dataset[int(i)] for i in indices[s:s + batch_size]))
+        image_emb.append(clip.encode_image(torch.stack(images)).cpu())
+        text_emb.append(clip.encode_text(list(caps)).cpu())
+        captions.extend(caps)
     clip.train(was_training)
     return torch.cat(image_emb), torch.cat(text_emb), captions
+
+
+def shapes_relevance(captions: Sequence[str], scenes: Sequence[Any]) -> torch.Tensor:
+    """(N captions, N scenes) bool: does caption i truly describe scene j?
+
+    Shapes captions state only some attributes ("a red circle left of a blue square" says
+    nothing of sizes or cells), so several images of a gallery can fit one caption. A
+    two-object caption may name the scene's objects in either order.
+    """
+    from .data.attributes import describes, parse_caption
+
+    parsed = [parse_caption(c) for c in captions]
+    out = torch.zeros(len(captions), len(scenes), dtype=torch.bool)
+    for j, scene in enumerate(scenes):
+        orders = [scene.objects] if len(scene.objects) == 1 else [scene.objects, scene.objects[::-1]]
+        for i, attrs in enumerate(parsed):
+            out[i, j] = any(describes(attrs, objs) for objs in orders)
+    return out
 
 
 def evaluate_retrieval(
@@ -442,8 +469,10 @@ def evaluate_retrieval(
     """Zero-shot retrieval on `dataset`: mean top-k over `num_galleries` galleries of `gallery_size`.
 
     Each gallery is `gallery_size` distinct items drawn (seeded) from the dataset; every caption
-    looks for its image among the gallery's images and vice versa. Items with identical
-    captions count as interchangeable (see `retrieval_metrics`).
+    looks for its image among the gallery's images and vice versa. On shapes (a dataset with
+    ``scene(i)``) an image counts as correct when the caption truly describes it
+    (`shapes_relevance`), and keys ending ``_strict`` count only the item's own image;
+    elsewhere items with identical captions are interchangeable.
     """
     if gallery_size * num_galleries > len(dataset):
         raise ValueError(f"{num_galleries} galleries of {gallery_size} need {gallery_size * num_galleries} items; "
@@ -451,10 +480,17 @@ def evaluate_retrieval(
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(dataset), generator=g)[: gallery_size * num_galleries].tolist()
     image_emb, text_emb, captions = encode_dataset(clip, dataset, order)
+    is_shapes = callable(getattr(dataset, "scene", None))
     totals: dict[str, float] = {}
     for j in range(num_galleries):
         sl = slice(j * gallery_size, (j + 1) * gallery_size)
-        m = retrieval_metrics(image_emb[sl], text_emb[sl], ks=ks, groups=captions[sl])
+        if is_shapes:
+            relevant = shapes_relevance(captions[sl], [dataset.scene(i) for i in order[sl]])
+            m = retrieval_metrics(image_emb[sl], text_emb[sl], ks=ks, relevant=relevant)
+            strict = retrieval_metrics(image_emb[sl], text_emb[sl], ks=ks)
+            m.update({f"{key}_strict": v for key, v in strict.items()})
+        else:
+            m = retrieval_metrics(image_emb[sl], text_emb[sl], ks=ks, groups=captions[sl])
         for key, v in m.items():
             totals[key] = totals.get(key, 0.0) + v / num_galleries
     return totals
@@ -507,3 +543,172 @@ def embedding_map(image_emb: torch.Tensor, text_emb: torch.Tensor) -> tuple[torc
     sign = torch.sign(axes.gather(1, axes.abs().argmax(dim=1, keepdim=True)))  # (2, 1)
     xy = (x @ (axes * sign).T).float()  # (N + M, 2)
     return xy[: image_emb.shape[0]], xy[image_emb.shape[0]:]
+
+
+# --------------------------------------------------------------------------------------------
+# 6. Zero-shot attributes on shapes
+# --------------------------------------------------------------------------------------------
+
+
+def shapes_prompts(template: int = 0) -> tuple[list[str], list[dict[str, str]]]:
+    """Every one-object shapes caption in one template, with the attributes each one states.
+
+    3 shapes × 6 colours × 2 sizes × 9 positions = 324 prompts, written by the dataset's own
+    `caption` function so prompts and training captions cannot drift apart.
+    """
+    from .data.attributes import COLOURS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, caption
+
+    prompts, attrs = [], []
+    for shape in SHAPES:
+        for colour in COLOURS:
+            for size in SIZES:
+                for position in POSITIONS:
+                    obj = ShapeObject(shape, colour, size, position)
+                    prompts.append(caption(Scene((obj,)), template=template))
+                    attrs.append(obj.as_dict())
+    return prompts, attrs
+
+
+@torch.no_grad()
+def attribute_accuracy(clip: CLIPModel, dataset: Any, *, n: int = 500, template: int = 0, batch_size: int = 256) -> dict[str, Any]:
+    """Zero-shot attribute classification of one-object shapes scenes.
+
+    Each of the first `n` images is matched against all 324 one-object captions
+    (`shapes_prompts`); every attribute — shape, colour, size, position — is read from the
+    winning caption and compared with the truth. Returns ``accuracy`` {attribute: fraction},
+    ``all_correct`` (all four right), ``confusion`` {attribute: (K, K) counts, rows = truth}
+    and ``labels`` {attribute: class names in matrix order}.
+    """
+    from .data.attributes import ATTRIBUTES, COLOURS, POSITIONS, SHAPES, SIZES
+
+    labels = {"shape": tuple(SHAPES), "colour": tuple(COLOURS), "size": tuple(SIZES), "position": tuple(POSITIONS)}
+    if not callable(getattr(dataset, "attributes", None)):
+        raise TypeError("attribute_accuracy needs a shapes dataset (with attributes(i))")
+    if not 0 < n <= len(dataset):
+        raise ValueError(f"n must be in [1, {len(dataset)}], got {n}")
+    truth = [dataset.attributes(i) for i in range(n)]
+    if any(len(t) != 1 for t in truth):
+        raise ValueError("attribute_accuracy reads one object per image: use ShapesDataset(..., num_objects=1)")
+    prompts, prompt_attrs = shapes_prompts(template)
+    was_training = clip.training
+    clip.eval()
+    text_emb = clip.encode_text(prompts)  # (324, D)
+    winners = []
+    for s in range(0, n, batch_size):
+        images = torch.stack([dataset[i][0] for i in range(s, min(n, s + batch_size))])
+        winners.append((clip.encode_image(images) @ text_emb.T).argmax(dim=1).cpu())  # (B,)
+    clip.train(was_training)
+    winner = torch.cat(winners).tolist()
+    out: dict[str, Any] = {"accuracy": {}, "confusion": {}, "labels": labels, "n": n}
+    correct_all = torch.ones(n, dtype=torch.bool)
+    for name in ATTRIBUTES:
+        true = torch.tensor([labels[name].index(t[0][name]) for t in truth])
+        pred = torch.tensor([labels[name].index(prompt_attrs[w][name]) for w in winner])
+        out["accuracy"][name] = (true == pred).float().mean().item()
+        out["confusion"][name] = confusion_matrix(true, pred, len(labels[name]))
+        correct_all &= true == pred
+    out["all_correct"] = correct_all.float().mean().item()
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# 7. Training recipe: train.py's loop on an endless stream of batches
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class CLIPRecipe:
+    """How long and how hard to train a tiny CLIP in one run mode."""
+
+    steps: int  # optimizer steps
+    batch_size: int  # pairs per batch; each image is contrasted with batch_size - 1 wrong captions
+    lr: float = 1e-3  # peak AdamW learning rate
+    warmup_steps: int = 100  # linear warm-up, then a cosine decay to 10% of lr
+    weight_decay: float = 0.05  # AdamW decay on matrices
+
+
+RECIPES: dict[str, dict[str, CLIPRecipe]] = {
+    "shapes": {
+        "smoke": CLIPRecipe(steps=4, batch_size=16, warmup_steps=2),
+        "cpu": CLIPRecipe(steps=1200, batch_size=128),
+        "gpu": CLIPRecipe(steps=6000, batch_size=512),
+    },
+    "emoji": {
+        "smoke": CLIPRecipe(steps=4, batch_size=16, warmup_steps=2),
+        "cpu": CLIPRecipe(steps=800, batch_size=128),
+        "gpu": CLIPRecipe(steps=4000, batch_size=256),
+    },
+}
+
+
+def clip_batches(dataset_name: str, batch_size: int, *, seed: int = 0) -> Callable[[int], dict[str, Any]]:
+    """``batch_fn(step) -> {"image", "caption", "tokens"}``, a pure function of the step.
+
+    shapes: step s gets train scenes s·B … (s+1)·B − 1 — fresh scenes every step, never a
+    held-out (colour, shape) pair. emoji: B train emoji drawn from (seed, step), captioned
+    with a template chosen by (step mod 5, emoji).
+    """
+    if not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"batch_size must be an int >= 2 (a contrastive batch needs negatives), got {batch_size!r}")
+    if dataset_name == "shapes":
+        from .data.shapes import ShapesDataset, make_batch
+
+        train_set = ShapesDataset("train", length=2**32, image_size=PRESETS["shapes"].image_size, seed=seed)
+
+        def shapes_batch(step: int) -> dict[str, Any]:
+            return make_batch(train_set, range(step * batch_size, (step + 1) * batch_size))
+
+        return shapes_batch
+    if dataset_name == "emoji":
+        from .data.emoji import EmojiDataset
+        from .data.tokens import collate
+
+        variants = [EmojiDataset("train", image_size=PRESETS["emoji"].image_size, seed=seed * 5 + k) for k in range(5)]
+        if batch_size > len(variants[0]):
+            raise ValueError(f"batch_size {batch_size} exceeds the {len(variants[0])} emoji of the train split")
+
+        def emoji_batch(step: int) -> dict[str, Any]:
+            ds = variants[step % len(variants)]
+            g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+            idx = torch.randperm(len(ds), generator=g)[:batch_size].tolist()  # distinct emoji
+            return collate([ds[i] for i in idx])
+
+        return emoji_batch
+    raise ValueError(f"dataset_name must be 'shapes' or 'emoji', got {dataset_name!r}")
+
+
+def train_clip(
+    dataset_name: str = "shapes",
+    mode: str | None = None,
+    *,
+    recipe: CLIPRecipe | None = None,
+    config: CLIPConfig | None = None,
+    out_dir: str | Path | None = None,
+    seed: int = 0,
+    progress: bool = True,
+) -> tuple[CLIPModel, Any]:
+    """Train the tiny CLIP preset for `dataset_name` with train.py's loop; return (clip, TrainResult).
+
+    `mode` ("smoke", "cpu", "gpu"; default `run_mode()`) picks the recipe from `RECIPES`
+    unless `recipe` is given; `config` replaces the dataset's preset architecture. The
+    returned CLIP is in eval mode on the training device.
+    """
+    from .device import run_mode
+    from .train import TrainConfig, train
+
+    if dataset_name not in RECIPES:
+        raise ValueError(f"dataset_name must be one of {sorted(RECIPES)}, got {dataset_name!r}")
+    mode = mode or run_mode()
+    if mode not in RECIPES[dataset_name]:
+        raise ValueError(f"mode must be one of {sorted(RECIPES[dataset_name])}, got {mode!r}")
+    recipe = recipe or RECIPES[dataset_name][mode]
+    torch.manual_seed(seed)
+    clip = CLIPModel(config or clip_config(dataset_name))
+    train_config = TrainConfig(
+        steps=recipe.steps, lr=recipe.lr, warmup_steps=recipe.warmup_steps, schedule="cosine",
+        weight_decay=recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6, grad_clip=1.0,
+        ema_decay=None, log_every=max(1, min(50, recipe.steps)),
+        out_dir=None if out_dir is None else str(out_dir), seed=seed, progress=progress,
+    )
+    result = train(clip, clip_batches(dataset_name, recipe.batch_size, seed=seed), train_config)
+    return clip.eval(), result

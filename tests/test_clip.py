@@ -1,6 +1,7 @@
 """CLIP: loss parity with open_clip, embeddings, retrieval metrics, checkpoints (all offline)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import open_clip
@@ -12,6 +13,9 @@ from dalle_mini_core.checkpoints import read_checkpoint_json
 from dalle_mini_core.clip import (
     CLIPConfig,
     CLIPModel,
+    CLIPRecipe,
+    attribute_accuracy,
+    clip_batches,
     clip_config,
     confusion_matrix,
     contrastive_loss,
@@ -20,6 +24,9 @@ from dalle_mini_core.clip import (
     load_open_clip_checkpoint,
     retrieval_metrics,
     save_clip,
+    shapes_prompts,
+    shapes_relevance,
+    train_clip,
     zero_shot_classify,
 )
 
@@ -91,9 +98,9 @@ def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     clip = CLIPModel.from_config(TINY)
     batch = {"image": _images(4), "caption": CAPTIONS}
-    opt = torch.optim.AdamW(clip.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(clip.parameters(), lr=5e-3)
     first = clip.loss(batch).item()
-    for _ in range(15):
+    for _ in range(8):
         opt.zero_grad()
         clip.loss(batch).backward()
         opt.step()
@@ -333,3 +340,121 @@ def test_loading_refuses_anything_that_would_download(tmp_path):
         load_open_clip_checkpoint(tmp_path / "missing.pt", TINY)
     with pytest.raises(ValueError, match="unknown open_clip architecture"):
         load_open_clip_checkpoint(tmp_path / "w.safetensors", "not-a-model")
+
+
+# --- shapes evaluation and the training recipe --------------------------------------------------
+
+
+def _scene(*objs):
+    from dalle_mini_core.data.attributes import Scene, ShapeObject
+
+    return Scene(tuple(ShapeObject(*o) for o in objs))
+
+
+def test_shapes_relevance_reads_what_captions_state():
+    scenes = [
+        _scene(("circle", "red", "small", "left"), ("square", "blue", "large", "right")),
+        _scene(("square", "blue", "large", "left"), ("circle", "red", "small", "right")),
+        _scene(("circle", "red", "large", "centre")),
+    ]
+    captions = [
+        "a red circle left of a blue square",  # true of scene 0 only
+        "a blue square left of a red circle",  # true of scene 1 only
+        "a large red circle at the centre",  # true of scene 2 only
+        "a blue square right of a red circle",  # scene 0, objects named in the other order
+    ]
+    rel = shapes_relevance(captions, scenes)
+    assert rel.tolist() == [[True, False, False], [False, True, False], [False, False, True], [True, False, False]]
+
+
+def test_retrieval_metrics_with_a_relevance_matrix():
+    img = torch.eye(3)
+    txt = torch.tensor([[0.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])  # text 0 prefers image 1
+    relevant = torch.tensor([[True, True, False], [False, True, False], [False, False, True]])
+    m = retrieval_metrics(img, txt, ks=(1,), relevant=relevant)
+    assert m["text_to_image_top1"] == pytest.approx(1.0)
+    assert retrieval_metrics(img, txt, ks=(1,))["text_to_image_top1"] == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="diagonal"):
+        retrieval_metrics(img, txt, ks=(1,), relevant=~torch.eye(3, dtype=torch.bool))
+
+
+class _PromptOracle(torch.nn.Module):
+    """A stand-in CLIP: text embeddings are one-hot over the 324 prompts, and each image's
+    embedding is the one-hot of a caption chosen by `pick(attributes)`."""
+
+    def __init__(self, dataset, pick):
+        super().__init__()
+        self.prompts, attrs = shapes_prompts(0)
+        self.lookup = {}
+        for i in range(len(dataset)):
+            image = dataset[i][0]
+            self.lookup[image.numpy().tobytes()] = attrs.index(pick(dataset.attributes(i)[0]))
+
+    def encode_text(self, prompts):
+        return torch.nn.functional.one_hot(torch.tensor([self.prompts.index(p) for p in prompts]), len(self.prompts)).float()
+
+    def encode_image(self, images):
+        idx = torch.tensor([self.lookup[x.numpy().tobytes()] for x in images])
+        return torch.nn.functional.one_hot(idx, len(self.prompts)).float()
+
+
+def test_attribute_accuracy_oracle_and_a_colour_blind_model():
+    from dalle_mini_core.data.shapes import ShapesDataset
+
+    ds = ShapesDataset("test", length=12, image_size=16, num_objects=1)
+    perfect = attribute_accuracy(_PromptOracle(ds, lambda a: a), ds, n=12)
+    assert perfect["all_correct"] == 1.0 and set(perfect["accuracy"].values()) == {1.0}
+    assert torch.equal(perfect["confusion"]["colour"], torch.diag(perfect["confusion"]["colour"].diag()))
+    # A model that sees every colour as red: colour accuracy = share of red objects.
+    red = attribute_accuracy(_PromptOracle(ds, lambda a: {**a, "colour": "red"}), ds, n=12)
+    share_red = sum(ds.attributes(i)[0]["colour"] == "red" for i in range(12)) / 12
+    assert red["accuracy"]["colour"] == pytest.approx(share_red)
+    assert red["accuracy"]["shape"] == 1.0 and red["accuracy"]["position"] == 1.0
+    assert red["confusion"]["colour"][:, 0].sum() == 12  # every row's mass in the "red" column
+    with pytest.raises(ValueError, match="num_objects=1"):
+        attribute_accuracy(_PromptOracle(ds, lambda a: a), ShapesDataset("test", length=4, num_objects=2), n=4)
+
+
+def test_shapes_prompts_cover_every_combination():
+    prompts, attrs = shapes_prompts(0)
+    assert len(prompts) == len(set(prompts)) == 3 * 6 * 2 * 9
+    assert prompts[0] == "a {size} {colour} {shape} at the {position}".format(**attrs[0])
+
+
+def test_clip_batches_are_pure_functions_of_the_step():
+    from dalle_mini_core.data.attributes import parse_caption
+    from dalle_mini_core.data.shapes import HELDOUT_COMBINATIONS
+
+    batch_fn = clip_batches("shapes", 8)
+    a, b, c = batch_fn(3), batch_fn(3), batch_fn(4)
+    assert a["image"].shape == (8, 3, 32, 32) and a["tokens"].shape == (8, 32)
+    assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
+    assert a["caption"] != c["caption"]
+    for cap in a["caption"] + c["caption"]:
+        for obj in parse_caption(cap).objects:
+            assert (obj.get("colour"), obj.get("shape")) not in HELDOUT_COMBINATIONS
+    with pytest.raises(ValueError, match="batch_size"):
+        clip_batches("shapes", 1)
+
+
+def test_train_clip_runs_through_train_py():
+    tiny32 = dataclasses.replace(TINY, context_length=32)  # batches carry 32-token captions
+    clip, result = train_clip("shapes", "smoke", config=tiny32, recipe=CLIPRecipe(steps=2, batch_size=4, warmup_steps=1),
+                              progress=False)
+    assert result.step == 2 and not clip.training
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.metrics)
+    with pytest.raises(ValueError, match="dataset_name"):
+        train_clip("mnist", "smoke")
+
+
+def test_show_confusion_draws_counts():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from dalle_mini_core.viz import show_confusion
+
+    fig = show_confusion(confusion_matrix([0, 1, 1], [0, 1, 0], 2), ["red", "blue"], title="colour")
+    texts = sorted(t.get_text() for t in fig.axes[0].texts)
+    assert texts == ["1", "1", "1"]
+    with pytest.raises(ValueError, match="K = len"):
+        show_confusion(torch.zeros(2, 2), ["a", "b", "c"])
