@@ -128,3 +128,38 @@ def show_noising(x: torch.Tensor, t: int, schedule, *, seed: int = 0, size: floa
 
 
 __all__.append("show_noising")
+
+
+def show_confusion(matrix: torch.Tensor, labels: Sequence[str], *, title: str = "", size: float = 2.6, ax=None):
+    """Draw a (K, K) confusion matrix (rows = truth, columns = prediction) with its counts.
+
+    Rows are normalised to fractions for the colours; the numbers are the raw counts.
+    Returns the matplotlib figure.
+    """
+    import matplotlib.pyplot as plt
+
+    m = torch.as_tensor(matrix).detach().cpu()
+    if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape[0] != len(labels):
+        raise ValueError(f"matrix must be (K, K) with K = len(labels) = {len(labels)}, got {tuple(m.shape)}")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(size, size), dpi=72)
+    else:
+        fig = ax.figure
+    frac = m.float() / m.sum(dim=1, keepdim=True).clamp(min=1)
+    ax.imshow(frac.numpy(), cmap="Blues", vmin=0, vmax=1)
+    k = len(labels)
+    for i in range(k):
+        for j in range(k):
+            if m[i, j] > 0:
+                ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=6,
+                        color="white" if frac[i, j] > 0.5 else "black")
+    ax.set_xticks(range(k), labels, rotation=90, fontsize=6)
+    ax.set_yticks(range(k), labels, fontsize=6)
+    ax.set_xlabel("predicted", fontsize=7)
+    ax.set_ylabel("true", fontsize=7)
+    if title:
+        ax.set_title(title, fontsize=8)
+    return fig
+
+
+__all__.append("show_confusion")
