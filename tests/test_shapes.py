@@ -151,12 +151,12 @@ def test_reader_on_known_scene_both_sizes():
 
 @pytest.mark.parametrize("num_objects", [1, 2])
 def test_reader_accuracy_clean_and_corrupted(num_objects):
-    # Measured on 1000 scenes: 1.000 on every attribute clean; >= 0.998 corrupted (README).
+    # Measured on 1000 scenes at 32x32: 1.000 on every attribute, clean and corrupted (count 0.999).
     clean = reader_accuracy(200, num_objects=num_objects, seed=11)
     corrupted = reader_accuracy(200, num_objects=num_objects, corrupted=True, seed=12)
     for name in ("shape", "colour", "size", "position"):
         assert clean[name] >= 0.99, (name, clean)
-        assert corrupted[name] >= 0.97, (name, corrupted)
+        assert corrupted[name] >= 0.98, (name, corrupted)
     assert clean["count"] >= 0.99 and corrupted["count"] >= 0.95
 
 

@@ -19,6 +19,7 @@ them and not only on clean renders.
 """
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import numpy as np
@@ -201,16 +202,24 @@ def render(scene: Scene, image_size: int = 32) -> torch.Tensor:
     return _to_tensor(np.round(_paint(scene, image_size, background)))
 
 
-def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (H, W, C) with reflected borders."""
+@functools.lru_cache(maxsize=64)
+def _blur_matrix(n: int, sigma: float) -> np.ndarray:
+    """(n, n) matrix of a 1-D Gaussian blur with reflected borders: blurred = M @ signal."""
     radius = max(1, int(np.ceil(3 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps /= taps.sum()
-    for axis in (0, 1):
-        padded = np.pad(image, [(radius, radius) if a == axis else (0, 0) for a in range(3)], mode="reflect")
-        n = image.shape[axis]
-        image = sum(w * np.take(padded, np.arange(k, k + n), axis=axis) for k, w in enumerate(taps))
-    return image
+    source = np.pad(np.arange(n), radius, mode="reflect")  # which input each padded slot reads
+    matrix = np.zeros((n, n))
+    for i in range(n):
+        np.add.at(matrix[i], source[i : i + 2 * radius + 1], taps)
+    return matrix
+
+
+def _gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (standard deviation `sigma` pixels) of (H, W, C), reflected borders."""
+    rows, cols = _blur_matrix(image.shape[0], float(sigma)), _blur_matrix(image.shape[1], float(sigma))
+    along_rows = np.tensordot(rows, image, axes=(1, 0))  # (H, W, C)
+    return np.tensordot(along_rows, cols, axes=(1, 1)).transpose(0, 2, 1)  # (H, C, W) -> (H, W, C)
 
 
 def render_corrupted(
