@@ -195,6 +195,7 @@ def test_make_batch_contract():
         lambda: ShapesDataset("train", num_objects=3),
         lambda: ShapesDataset("train", length=0),
         lambda: ShapesDataset("train", heldout_only=True),
+        lambda: ShapesDataset("train", template=3),  # two-object scenes have three templates
         lambda: ShapeObject("hexagon", "red", "small", "top"),
         lambda: ShapeObject("circle", "red", "small", "top", jitter=(0.5, 0.0)),
         lambda: Scene((RED_CIRCLE, RED_CIRCLE)),

@@ -37,6 +37,7 @@ from .attributes import (
     caption,
     position_cell,
     scene_attributes,
+    templates_for,
 )
 from .tokens import collate
 
@@ -303,10 +304,15 @@ class ShapesDataset(torch.utils.data.Dataset):
             raise ValueError(f"seed must be a non-negative int, got {seed!r}")
         if heldout_only and split == "train":
             raise ValueError("heldout_only=True needs split='val' or 'test': the train split never holds them")
+        counts = _check_num_objects(num_objects)
+        if template is not None and not (
+            isinstance(template, (int, np.integer)) and all(0 <= template < len(templates_for(n)) for n in counts)
+        ):
+            raise ValueError(f"template must be an index valid for every count in num_objects={counts}, got {template!r}")
         self.split = split
         self.length = int(length)
         self.image_size = int(image_size)
-        self.num_objects = _check_num_objects(num_objects)
+        self.num_objects = counts
         self.seed = int(seed)
         self.heldout_only = bool(heldout_only)
         self.template = template  # None: a random template per item; an int fixes it
