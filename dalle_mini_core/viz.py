@@ -163,3 +163,40 @@ def show_confusion(matrix: torch.Tensor, labels: Sequence[str], *, title: str = 
 
 
 __all__.append("show_confusion")
+
+
+def show_generation(
+    pipeline,
+    prompt: str = "a large red circle at the centre",
+    prior_guidance: float = 2.0,
+    decoder_guidance: float = 3.0,
+    seed: int = 0,
+    *,
+    n: int = 4,
+    size: float = 1.2,
+    **generate_kwargs,
+):
+    """Run an `UnCLIP` pipeline on one prompt and show its `n` images: the decoder's low-res
+    draw above the final (upsampled) image. Returns the figure (for the unCLIP notebook's widget)."""
+    import matplotlib.pyplot as plt
+
+    out = pipeline.generate([prompt], n_per_prompt=n, seed=seed, prior_guidance=prior_guidance,
+                            decoder_guidance=decoder_guidance, return_intermediates=True, **generate_kwargs)
+    rows = [("decoder", out.low_res)] + ([("upsampled", out.images)] if out.images.shape != out.low_res.shape else [])
+    fig, axes = plt.subplots(len(rows), n, figsize=(size * n, size * len(rows) + 0.4), dpi=72, squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        arr = to_uint8(images)
+        for i in range(n):
+            ax = axes[r, i]
+            ax.imshow(arr[i], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_ylabel(f"{label}\n{images.shape[-1]}×{images.shape[-1]}", fontsize=7)
+    fig.suptitle(textwrap.fill(f"{prompt!r}  prior s={prior_guidance}, decoder s={decoder_guidance}, seed {seed}", 70),
+                 fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+__all__.append("show_generation")

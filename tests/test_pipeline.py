@@ -297,3 +297,19 @@ def test_from_pretrained_loads_checked_weights_and_reproduces_the_pipeline(tmp_p
     assert UnCLIP.from_pretrained("shapes", device="cpu", upsampler=False).upsampler is None
     with pytest.raises(FileNotFoundError, match="shapes_upsampler"):
         UnCLIP.from_pretrained("shapes", device="cpu")
+
+
+def test_show_generation_draws_low_res_above_upsampled(pipe):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from dalle_mini_core.viz import show_generation
+
+    fig = show_generation(pipe, "a red circle", 2.0, 3.0, 0, n=3, **FAST)
+    assert len(fig.axes) == 6 and "a red circle" in fig._suptitle.get_text()
+    plt.close(fig)
+    fig = show_generation(pipe, "a red circle", 2.0, 3.0, 0, n=2, upsample=False, **FAST)
+    assert len(fig.axes) == 2
+    plt.close(fig)
