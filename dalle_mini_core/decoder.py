@@ -463,7 +463,7 @@ class Decoder(Denoiser):
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         # 1. the sampling schedule, the conditioning and the (guided) model
-        schedule = self.schedule.respace(steps)
+        schedule = self.schedule.respace(steps).to(self.device)
         cond = self.model_kwargs(image_emb, tokens)
         model = self if guidance_scale is None else guided(self, guidance_scale, self.null_kwargs())
         # 2. x_T ~ N(0, I), drawn on the generator's device
@@ -489,7 +489,7 @@ class Decoder(Denoiser):
         u = self.config.unet
         if images.dim() != 4 or tuple(images.shape[1:]) != (u.in_channels, u.image_size, u.image_size):
             raise ValueError(f"images must be (B, {u.in_channels}, {u.image_size}, {u.image_size}), got {tuple(images.shape)}")
-        return ddim_invert(self, images.to(self.device), self.schedule.respace(steps),
+        return ddim_invert(self, images.to(self.device), self.schedule.respace(steps).to(self.device),
                            model_kwargs=self.model_kwargs(image_emb, tokens), prediction=self.prediction)
 
 

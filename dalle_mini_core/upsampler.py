@@ -327,7 +327,7 @@ class Upsampler(Denoiser):
         x_T = torch.randn(z.shape, generator=generator, device=gen_device).to(self.device)
         kwargs = dict(model_kwargs=cond, prediction=self.prediction, clip_x0=True, generator=generator,
                       callback=callback, progress=progress)
-        schedule = self.schedule.respace(steps)
+        schedule = self.schedule.respace(steps).to(self.device)
         if sampler == "ddim":
             return ddim_sample(self, x_T, schedule, eta=eta, **kwargs)
         return ddpm_sample(self, x_T, schedule, **kwargs)
