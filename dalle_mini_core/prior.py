@@ -88,6 +88,7 @@ class PriorConfig:
     heads: int = 4  # attention heads per block; must divide width
     mlp_ratio: int = 4  # hidden size of each block's MLP = mlp_ratio · width
     dropout: float = 0.0  # dropout on attention outputs and MLP outputs during training
+    use_tokens: bool = True  # feed the caption tokens too (the paper); False: the sequence is [z_t, t, x_t, query]
     context_length: int = 32  # L, caption tokens per caption (as made by data.tokens.tokenize)
     vocab_size: int = 49408  # token ids are < vocab_size (49408: open_clip's BPE tokenizer)
     num_timesteps: int = 1000  # T of the training schedule (the paper's prior: 1000)
@@ -100,6 +101,8 @@ class PriorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not isinstance(self.use_tokens, bool):
+            raise TypeError(f"use_tokens must be a bool, got {self.use_tokens!r}")
         if self.width % self.heads:
             raise ValueError(f"heads={self.heads} must divide width={self.width}")
         if self.width % 2:
@@ -112,9 +115,14 @@ class PriorConfig:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout!r}")
 
     @property
+    def num_token_slots(self) -> int:
+        """Positions taken by caption tokens: L, or 0 without tokens."""
+        return self.context_length if self.use_tokens else 0
+
+    @property
     def sequence_length(self) -> int:
-        """L caption tokens + text embedding + timestep + noised image embedding + query."""
-        return self.context_length + 4
+        """Caption tokens + text embedding + timestep + noised image embedding + query."""
+        return self.num_token_slots + 4
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,7 +198,7 @@ class PriorTransformer(nn.Module):
         self.config = config
         c = config
         # inputs → tokens of width c.width
-        self.token_embedding = nn.Embedding(c.vocab_size, c.width)
+        self.token_embedding = nn.Embedding(c.vocab_size, c.width) if c.use_tokens else None
         self.text_proj = nn.Linear(c.embed_dim, c.width)
         self.time_mlp = nn.Sequential(nn.Linear(c.width, c.width), nn.SiLU(), nn.Linear(c.width, c.width))
         self.x_proj = nn.Linear(c.embed_dim, c.width)
@@ -198,7 +206,7 @@ class PriorTransformer(nn.Module):
         self.position = nn.Parameter(torch.randn(c.sequence_length, c.width) * 0.02)
         # learned null condition (classifier-free guidance): one text vector, one vector per token slot
         self.null_text = nn.Parameter(torch.randn(c.width) * 0.02)
-        self.null_tokens = nn.Parameter(torch.randn(c.context_length, c.width) * 0.02)
+        self.null_tokens = nn.Parameter(torch.randn(c.context_length, c.width) * 0.02) if c.use_tokens else None
         # the transformer and its read-out at the query position
         self.blocks = nn.ModuleList(Block(c.width, c.heads, c.mlp_ratio, c.dropout) for _ in range(c.depth))
         self.ln_f = nn.LayerNorm(c.width)
@@ -207,9 +215,9 @@ class PriorTransformer(nn.Module):
     @staticmethod
     def sequence_names(config: PriorConfig) -> list[str]:
         """The name of each position of the input sequence, in order."""
-        return [f"token_{i}" for i in range(config.context_length)] + ["text_emb", "time", "x_t", "query"]
+        return [f"token_{i}" for i in range(config.num_token_slots)] + ["text_emb", "time", "x_t", "query"]
 
-    def _check(self, x_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor, tokens: torch.Tensor) -> None:
+    def _check(self, x_t: torch.Tensor, t: torch.Tensor, text_emb: torch.Tensor, tokens: torch.Tensor | None) -> None:
         c = self.config
         B = x_t.shape[0]
         if x_t.dim() != 2 or x_t.shape[1] != c.embed_dim:
@@ -218,6 +226,12 @@ class PriorTransformer(nn.Module):
             raise ValueError(f"t must be an integer tensor of shape ({B},), got {getattr(t, 'shape', t)}")
         if text_emb.shape != (B, c.embed_dim):
             raise ValueError(f"text_emb must have shape ({B}, {c.embed_dim}), got {tuple(text_emb.shape)}")
+        if not c.use_tokens:
+            if tokens is not None:
+                raise ValueError("this prior was built with use_tokens=False; pass tokens=None")
+            return
+        if tokens is None:
+            raise ValueError(f"this prior reads caption tokens: pass tokens of shape ({B}, {c.context_length})")
         if tokens.shape != (B, c.context_length) or tokens.is_floating_point():
             raise ValueError(f"tokens must be integer ids of shape ({B}, {c.context_length}), got {tuple(tokens.shape)} {tokens.dtype}")
 
@@ -227,14 +241,15 @@ class PriorTransformer(nn.Module):
         t: torch.Tensor,
         *,
         text_emb: torch.Tensor,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | None = None,
         drop_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The input sequence (B, L + 4, width), laid out as `sequence_names`, before the blocks."""
         self._check(x_t, t, text_emb, tokens)
         B = x_t.shape[0]
-        # 1. one vector per input
-        h_tokens = self.token_embedding(tokens)  # (B, L, W)
+        # 1. one vector per input (no token slots when use_tokens is False: L = 0)
+        W = self.config.width
+        h_tokens = self.token_embedding(tokens) if tokens is not None else x_t.new_zeros(B, 0, W)  # (B, L, W)
         h_text = self.text_proj(text_emb)  # (B, W)
         h_time = self.time_mlp(timestep_embedding(t, self.config.width))  # (B, W)
         h_x = self.x_proj(x_t)  # (B, W)
@@ -245,7 +260,8 @@ class PriorTransformer(nn.Module):
                 raise ValueError(f"drop_text must be a bool tensor of shape ({B},), got {tuple(drop_text.shape)} {drop_text.dtype}")
             drop = drop_text.to(x_t.device)
             h_text = torch.where(drop[:, None], self.null_text.expand(B, -1), h_text)
-            h_tokens = torch.where(drop[:, None, None], self.null_tokens.expand(B, -1, -1), h_tokens)
+            if self.null_tokens is not None:
+                h_tokens = torch.where(drop[:, None, None], self.null_tokens.expand(B, -1, -1), h_tokens)
         # 3. the sequence, in order, plus learned positions
         singles = torch.stack([h_text, h_time, h_x, h_query], dim=1)  # (B, 4, W)
         return torch.cat([h_tokens, singles], dim=1) + self.position  # (B, L + 4, W)
@@ -256,7 +272,7 @@ class PriorTransformer(nn.Module):
         t: torch.Tensor,
         *,
         text_emb: torch.Tensor,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | None = None,
         drop_text: torch.Tensor | None = None,
     ) -> torch.Tensor:
         h = self.embed_sequence(x_t, t, text_emb=text_emb, tokens=tokens, drop_text=drop_text)
@@ -309,7 +325,7 @@ class DiffusionPrior(Denoiser):
         1. scale both embeddings by sqrt(D); 2. draw the dropout mask; 3. the `Denoiser` loss
         (t ~ U{0..T−1}, ε ~ N(0, I), x_t = q_sample(x₀, t, ε), MSE against x₀).
         """
-        for key in ("text_emb", "image_emb", "tokens"):
+        for key in ("text_emb", "image_emb") + (("tokens",) if self.config.use_tokens else ()):
             if key not in batch:
                 raise KeyError(f"batch has no {key!r} entry; keys: {sorted(batch)}")
         D = self.config.embed_dim
@@ -321,7 +337,7 @@ class DiffusionPrior(Denoiser):
         inner = {
             "x0": scale_embedding(image_emb.to(device)),
             "text_emb": scale_embedding(text_emb.to(device)),
-            "tokens": batch["tokens"].to(device),
+            "tokens": batch["tokens"].to(device) if self.config.use_tokens else None,
             "drop_text": self.draw_text_dropout(text_emb.shape[0], generator).to(device),
         }
         return super().loss(inner, generator=generator)
@@ -330,7 +346,7 @@ class DiffusionPrior(Denoiser):
     def sample(
         self,
         text_emb: torch.Tensor,
-        tokens: torch.Tensor,
+        tokens: torch.Tensor | None = None,
         *,
         steps: int = 64,
         guidance_scale: float | None = None,
@@ -355,7 +371,7 @@ class DiffusionPrior(Denoiser):
         schedule = self.schedule.respace(steps)
         cond = {
             "text_emb": scale_embedding(text_emb.to(device)),
-            "tokens": tokens.to(device),
+            "tokens": None if tokens is None else tokens.to(device),
             "drop_text": torch.zeros(B, dtype=torch.bool, device=device),
         }
         model = self
@@ -374,7 +390,7 @@ class DiffusionPrior(Denoiser):
 
     @torch.no_grad()
     def sample_best_of(
-        self, text_emb: torch.Tensor, tokens: torch.Tensor, *, n: int = 2, **sample_kwargs: Any
+        self, text_emb: torch.Tensor, tokens: torch.Tensor | None = None, *, n: int = 2, **sample_kwargs: Any
     ) -> torch.Tensor:
         """Draw `n` samples per caption and keep the one most similar to the text embedding (§2.2, n = 2).
 
@@ -384,9 +400,8 @@ class DiffusionPrior(Denoiser):
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         B = text_emb.shape[0]
-        candidates = self.sample(
-            text_emb.repeat_interleave(n, dim=0), tokens.repeat_interleave(n, dim=0), **sample_kwargs
-        )  # (B·n, D)
+        rep_tokens = None if tokens is None else tokens.repeat_interleave(n, dim=0)
+        candidates = self.sample(text_emb.repeat_interleave(n, dim=0), rep_tokens, **sample_kwargs)  # (B·n, D)
         best, _ = rerank(candidates.view(B, n, -1), text_emb.to(candidates.device))
         return best
 
@@ -541,7 +556,8 @@ def evaluate_prior(
     """
     # 1. n distinct test captions, and an unrelated partner for each (a seeded derangement)
     rows = _distinct_rows(test["tokens"], n)
-    text_emb, image_emb, tokens = test["text_emb"][rows], test["image_emb"][rows], test["tokens"][rows]
+    text_emb, image_emb = test["text_emb"][rows], test["image_emb"][rows]
+    tokens = test["tokens"][rows] if prior.config.use_tokens else None
     g = torch.Generator().manual_seed(seed)
     perm = torch.randperm(n, generator=g)
     partner = torch.empty(n, dtype=torch.long)
@@ -564,7 +580,7 @@ def evaluate_prior(
     # 3. diversity: several draws for the same caption
     k = min(diversity_captions, n)
     rep_text = text_emb[:k].repeat_interleave(diversity_samples, dim=0)
-    rep_tokens = tokens[:k].repeat_interleave(diversity_samples, dim=0)
+    rep_tokens = None if tokens is None else tokens[:k].repeat_interleave(diversity_samples, dim=0)
     draws = prior.sample(rep_text, rep_tokens, **sample_kwargs).cpu().view(k, diversity_samples, -1)
     prior_diversity = sum(mean_pairwise_cosine_distance(d) for d in draws) / k
     prior.train(was_training)

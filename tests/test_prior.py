@@ -323,3 +323,19 @@ def test_evaluate_prior_report_keys():
     assert out["cosine_to_true"]["nearest_neighbour"] == pytest.approx(1.0)
     with pytest.raises(ValueError, match="distinct captions"):
         evaluate_prior(prior, data, {**data, "tokens": torch.zeros(N, L, dtype=torch.long)}, n=5, steps=2)
+
+
+def test_prior_without_tokens_reads_only_the_text_embedding():
+    torch.manual_seed(0)
+    cfg = tiny_config(use_tokens=False)
+    assert PriorTransformer.sequence_names(cfg) == ["text_emb", "time", "x_t", "query"]
+    prior = DiffusionPrior(cfg)
+    x_t, t, text, tokens = inputs()
+    assert prior.net.embed_sequence(x_t, t, text_emb=text).shape == (3, 4, cfg.width)
+    with pytest.raises(ValueError, match="use_tokens=False"):
+        prior(x_t, t, text_emb=text, tokens=tokens)
+    with pytest.raises(ValueError, match="tokens"):
+        DiffusionPrior(tiny_config())(x_t, t, text_emb=text)
+    batch = {"text_emb": unit(3, D), "image_emb": unit(3, D, seed=1)}  # no tokens needed
+    assert torch.isfinite(prior.loss(batch))
+    assert prior.eval().sample_best_of(unit(2, D), n=2, steps=3, guidance_scale=2.0).shape == (2, D)
