@@ -1,6 +1,7 @@
 """The ``dalle-mini`` command: the course's front door outside the notebooks.
 
     dalle-mini demo                 the main job (see README): pictures into runs/demo/
+    dalle-mini train all --mode gpu train every stage of the shapes pipeline
     dalle-mini bench unet --json F  U-Net speed against peer implementations
     dalle-mini info                 versions, device and run mode
 
@@ -70,6 +71,34 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_budgets(text: str, stages: tuple[str, ...]) -> dict[str, float]:
+    """``"120"`` (every stage) or ``"clip=80,decoder=220"`` → {stage: seconds}."""
+    try:
+        if "=" not in text:
+            return {s: float(text) for s in stages}
+        pairs = (item.split("=", 1) for item in text.split(","))
+        budgets = {k.strip(): float(v) for k, v in pairs}
+    except ValueError:
+        raise ValueError(f"--budget must be seconds ('120') or stage=seconds pairs ('clip=80,decoder=220'), got {text!r}")
+    unknown = set(budgets) - set(stages)
+    if unknown:
+        raise ValueError(f"--budget names stages that are not being trained: {sorted(unknown)}")
+    return budgets
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    """Train stages of the shapes pipeline (every stage with ``all``) into --out."""
+    from .paths import runs_dir
+    from .stages import STAGES, train_all
+
+    stages = STAGES if args.stage == "all" else (args.stage,)
+    budgets = _parse_budgets(args.budget, stages) if args.budget else None
+    out = Path(args.out) if args.out else runs_dir() / "weights"
+    report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, seed=args.seed)
+    print(f"dalle-mini train: wrote {', '.join('shapes_' + s for s in stages)} to {out} in {report['seconds']} s")
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import run_benchmark
 
@@ -92,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)")
+    p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"])
+    p.add_argument("--mode", choices=["smoke", "cpu", "gpu"], help="recipe sizes (default: the run mode)")
+    p.add_argument("--out", help="folder for the weights (default runs/weights; data/weights ships)")
+    p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220' (steps are fitted to it)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("bench", help="speed benchmarks")
     p.add_argument("what", choices=["unet"])

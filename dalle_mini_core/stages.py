@@ -1,0 +1,312 @@
+"""Train every stage of the shapes unCLIP pipeline in order, and write shipped weights.
+
+    dalle-mini train all --mode gpu --out data/weights      (one command, every stage)
+
+The stages, each with train.py's one loop and its module's own recipe:
+
+1. ``clip``      — a tiny CLIP on captioned shapes (clip.py);
+2. ``prior``     — the diffusion prior on that CLIP's (text, image) embedding pairs (prior.py);
+3. ``decoder``   — the CLIP-image-embedding-conditioned U-Net at 32×32 (decoder.py);
+4. ``upsampler`` — the 32→64 diffusion upsampler (upsampler.py).
+
+Scenes are rendered once into a bank (in parallel worker processes) and every stage samples
+batches from it, so the GPU is not left waiting for the CPU to draw shapes. Each stage may
+be given a wall-clock budget: a short calibration measures seconds per step, and the stage
+then runs ``min(recipe steps, budget / seconds per step)`` steps — the number it ran is
+recorded in the weights' JSON and in ``MANIFEST.json`` beside the command, the machine and
+the time, so every shipped file says how it was made.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from .device import get_device, run_mode
+
+__all__ = ["STAGES", "train_all", "fit_steps", "machine_description"]
+
+STAGES = ("clip", "prior", "decoder", "upsampler")
+
+
+def machine_description() -> str:
+    """A one-line description of the machine a run used (recorded in the manifest)."""
+    dev = get_device()
+    cpu = f"{os.cpu_count()} CPU cores ({platform.machine()})"
+    if dev.type == "cuda":
+        return f"{torch.cuda.get_device_name(dev)} GPU, {cpu}"
+    return cpu
+
+
+def fit_steps(model: torch.nn.Module, batch_fn: Callable[[int], dict], *, max_steps: int, budget_s: float | None,
+              calib_steps: int = 15, lr: float = 1e-4) -> tuple[int, float]:
+    """How many steps of `model.loss` on `batch_fn` fit in `budget_s` seconds (at most `max_steps`).
+
+    Times `calib_steps` forward/backward/AdamW steps on a throw-away copy (after 3 warm-up
+    steps) and returns (steps, seconds per step). With no budget, returns (max_steps, nan).
+    """
+    import copy
+
+    from .device import autocast
+
+    if budget_s is None:
+        return max_steps, float("nan")
+    dev = get_device()
+    probe = copy.deepcopy(model).to(dev).train()
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr)
+
+    def step(i: int) -> None:
+        batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch_fn(i).items()}
+        with autocast(dev):
+            loss = probe.loss(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        loss.item()  # one sync per step, as train.py does
+
+    for i in range(3):
+        step(i)
+    t0 = time.perf_counter()
+    for i in range(calib_steps):
+        step(3 + i)
+    per_step = (time.perf_counter() - t0) / calib_steps
+    del probe, opt
+    return max(1, min(max_steps, int(budget_s / per_step))), per_step
+
+
+def _save(model: torch.nn.Module, config: Any, path: Path, extra: dict[str, Any]) -> Path:
+    from .checkpoints import save_checkpoint
+
+    # float16 halves the shipped files; the models are trained in bf16/fp32 and sampled in fp32
+    return save_checkpoint(path, model.cpu(), config, extra=extra, dtype=torch.float16)
+
+
+def _text_embeddings(clip: Any, tokens: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([clip.encode_text(tokens[i : i + batch_size]).float().cpu()
+                          for i in range(0, tokens.shape[0], batch_size)])
+
+
+def train_all(
+    *,
+    mode: str | None = None,
+    out_dir: str | Path,
+    stages: Sequence[str] = STAGES,
+    budgets: dict[str, float] | None = None,
+    bank_size: int | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train `stages` of the shapes pipeline into `out_dir` as ``shapes_<stage>.safetensors/.json``.
+
+    `budgets` maps a stage to a wall-clock budget in seconds (see module docstring); a stage
+    that needs the CLIP loads ``shapes_clip`` from `out_dir` when the clip stage is not run.
+    Returns a report (per stage: steps, seconds, final loss, img/s) also written to
+    ``out_dir/train_report.json``; ``MANIFEST.json`` (sha256 of every file) is rewritten.
+    """
+    from . import clip as clip_mod
+    from . import decoder as dec_mod
+    from . import prior as prior_mod
+    from . import upsampler as up_mod
+    from .checkpoints import load_checkpoint, write_manifest
+    from .train import TrainConfig, train
+
+    mode = mode or run_mode()
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+    budgets = dict(budgets or {})
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    dev = get_device()
+    workers = min(16, os.cpu_count() or 1) if mode == "gpu" else 0
+    report: dict[str, Any] = {"mode": mode, "machine": machine_description(), "device": str(dev),
+                              "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "stages": {}}
+    t_all = time.perf_counter()
+
+    def finish(stage: str, model: torch.nn.Module, config: Any, result: Any, t0: float, extra: dict) -> None:
+        last = result.metrics[-1] if result.metrics else {}
+        info = {"steps": result.step,
+                "seconds": round(time.perf_counter() - t0, 1), "final_loss": last.get("loss"),
+                "img_per_s": last.get("img_per_s"), **extra}
+        report["stages"][stage] = info
+        _save(model, config, out / f"shapes_{stage}", {"stage": stage, "mode": mode, "machine": report["machine"],
+                                                       "seed": seed, **info})
+        model.to(dev)
+        log(f"[{stage}] done: {json.dumps(info)}")
+
+    # 1. CLIP ------------------------------------------------------------------------------
+    clip = None
+    bank: dict[str, Any] | None = None
+    n_bank = bank_size or {"smoke": 64, "cpu": 4000, "gpu": 200_000}[mode]
+    if "clip" in stages:
+        t0 = time.perf_counter()
+        recipe = clip_mod.RECIPES["shapes"][mode]
+        cfg = clip_mod.clip_config("shapes")
+        log(f"[clip] rendering a bank of {n_bank} scenes ({workers} workers)")
+        bank = _render_bank(n_bank, image_size=cfg.image_size, seed=seed, workers=workers)
+        batch_fn = _clip_batches(bank, recipe.batch_size, seed=seed)
+        torch.manual_seed(seed)
+        clip = clip_mod.CLIPModel(cfg)
+        steps, per = fit_steps(clip, batch_fn, max_steps=recipe.steps, budget_s=budgets.get("clip"), lr=recipe.lr)
+        log(f"[clip] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
+        tc = TrainConfig(steps=steps, lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, steps // 5),
+                         schedule="cosine", weight_decay=recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6,
+                         grad_clip=1.0, ema_decay=None, log_every=max(1, min(50, steps)), seed=seed,
+                         progress=progress)
+        result = train(clip, batch_fn, tc)
+        clip = result.model.eval()
+        test = _shapes_test()
+        ev = clip_mod.evaluate_retrieval(clip, test, gallery_size=100, num_galleries=5 if mode != "smoke" else 1,
+                                         seed=seed) if len(test) >= 100 else {}
+        finish("clip", clip, cfg, result, t0, {"bank": n_bank, "ms_per_step": round(per * 1e3, 2),
+                                             "retrieval_test": ev})
+    else:
+        clip = load_checkpoint(out / "shapes_clip", clip_mod.CLIPModel, config_cls=clip_mod.CLIPConfig,
+                               device=dev).float().eval()
+
+    # 2. Embedding bank shared by the prior and the decoder ----------------------------------
+    need_emb = {"prior", "decoder"} & set(stages)
+    emb_bank = None
+    if need_emb:
+        t0 = time.perf_counter()
+        emb_bank = dec_mod.embed_shapes(clip.to(dev), n_bank, seed=seed, num_workers=workers,
+                                        batch_size=1024 if mode == "gpu" else 256)
+        emb_bank["text_emb"] = _text_embeddings(clip, emb_bank["tokens"])
+        log(f"[bank] {n_bank} scenes embedded in {time.perf_counter() - t0:.1f} s")
+
+    # 3. Prior ------------------------------------------------------------------------------
+    if "prior" in stages:
+        t0 = time.perf_counter()
+        r = PRIOR_RECIPES[mode]
+        cfg = prior_mod.PriorConfig(embed_dim=clip.embed_dim, width=r["width"], depth=r["depth"], heads=r["heads"],
+                                    context_length=emb_bank["tokens"].shape[1])
+        torch.manual_seed(seed)
+        prior = prior_mod.DiffusionPrior(cfg)
+        batch_fn = _rows(emb_bank, ("text_emb", "image_emb", "tokens"), r["batch_size"], seed)
+        steps, per = fit_steps(prior, batch_fn, max_steps=r["steps"], budget_s=budgets.get("prior"), lr=r["lr"])
+        log(f"[prior] {steps} steps (recipe {r['steps']}; {per * 1e3:.1f} ms/step measured)")
+        tc = TrainConfig(steps=steps, lr=r["lr"], warmup_steps=min(200, steps // 5), schedule="cosine",
+                         weight_decay=0.01, grad_clip=1.0, ema_decay=0.999, ema_warmup=True,
+                         log_every=max(1, min(100, steps)), seed=seed, progress=progress)
+        result = train(prior, batch_fn, tc)
+        prior = (result.ema or result.model).eval()
+        finish("prior", prior, cfg, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+
+    # 4. Decoder ----------------------------------------------------------------------------
+    if "decoder" in stages:
+        t0 = time.perf_counter()
+        recipe = dec_mod.RECIPES[mode]
+        probe, _ = _decoder_model(dec_mod, recipe, emb_bank, seed)
+        steps, per = fit_steps(probe, dec_mod.embedding_batches(emb_bank, recipe.batch_size, seed=seed),
+                               max_steps=recipe.steps, budget_s=budgets.get("decoder"), lr=recipe.lr)
+        del probe
+        log(f"[decoder] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
+        decoder, result = dec_mod.train_decoder(mode, recipe=replace(recipe, steps=steps,
+                                                                     warmup_steps=min(recipe.warmup_steps, steps // 5)),
+                                                bank=emb_bank, seed=seed, progress=progress)
+        finish("decoder", decoder, decoder.config, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+
+    # 5. Upsampler --------------------------------------------------------------------------
+    if "upsampler" in stages:
+        t0 = time.perf_counter()
+        recipe = up_mod.RECIPES[mode]
+        images = up_mod.render_bank("shapes", recipe.num_images, image_size=64, seed=seed, num_workers=workers)
+        recipe = replace(recipe, **UPSAMPLER_OVERRIDES.get(mode, {}))
+        if budgets.get("upsampler"):
+            # a one-step run builds the model exactly as the recipe does; its raw copy is the probe
+            _, probe_run = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=1, warmup_steps=0),
+                                                  images=images[:64], progress=False)
+            steps, per = fit_steps(probe_run.model, up_mod.image_batches(images, recipe.batch_size, seed=seed),
+                                   max_steps=recipe.steps, budget_s=budgets["upsampler"], lr=recipe.lr)
+            del probe_run
+        else:
+            steps, per = recipe.steps, float("nan")
+        log(f"[upsampler] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
+        ups, result = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=steps,
+                                                                  warmup_steps=min(recipe.warmup_steps, steps // 5)),
+                                             images=images, seed=seed, progress=progress)
+        finish("upsampler", ups, ups.config, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+
+    report["seconds"] = round(time.perf_counter() - t_all, 1)
+    (out / "train_report.json").write_text(json.dumps(report, indent=2, default=str))
+    write_manifest(out)
+    return report
+
+
+# Shipped weights must stay under 40 MB together (float16): the gpu upsampler is narrowed to
+# 32 base channels (shapes are flat colours; 64×64 detail is edges, not texture).
+UPSAMPLER_OVERRIDES: dict[str, dict[str, Any]] = {"gpu": {"base_channels": 32}}
+
+# Prior recipes by run mode (sizes for a 64-d shapes CLIP). (sizes for a 64-d shapes CLIP).
+PRIOR_RECIPES: dict[str, dict[str, Any]] = {
+    "smoke": {"width": 32, "depth": 1, "heads": 2, "steps": 3, "batch_size": 16, "lr": 3e-4},
+    "cpu": {"width": 128, "depth": 4, "heads": 4, "steps": 2000, "batch_size": 256, "lr": 3e-4},
+    "gpu": {"width": 96, "depth": 6, "heads": 4, "steps": 20000, "batch_size": 1024, "lr": 3e-4},
+}
+
+
+def _render_bank(n: int, *, image_size: int, seed: int, workers: int) -> dict[str, Any]:
+    """Render `n` train scenes (1–2 objects) once: images (N,3,S,S), captions, tokens."""
+    from .data.shapes import ShapesDataset
+    from .data.tokens import tokenize
+
+    ds = ShapesDataset("train", length=n, image_size=image_size, seed=seed)
+    loader = torch.utils.data.DataLoader(ds, batch_size=512, num_workers=workers,
+                                         collate_fn=lambda items: (torch.stack([x for x, _ in items]),
+                                                                   [c for _, c in items]))
+    images, captions = [], []
+    for x, caps in loader:
+        images.append(x)
+        captions += caps
+    return {"image": torch.cat(images), "caption": captions, "tokens": tokenize(captions)}
+
+
+def _rows(bank: dict[str, Any], keys: tuple[str, ...], batch_size: int, seed: int) -> Callable[[int], dict]:
+    """``batch_fn(step)``: `batch_size` rows of `bank` drawn with replacement, seeded by (seed, step)."""
+    n = bank[keys[0]].shape[0]
+
+    def batch_fn(step: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randint(0, n, (batch_size,), generator=g)
+        return {k: bank[k][idx] for k in keys}
+
+    return batch_fn
+
+
+def _clip_batches(bank: dict[str, Any], batch_size: int, seed: int) -> Callable[[int], dict]:
+    """CLIP batches from the bank: distinct rows per step (a contrastive batch needs negatives)."""
+    n = bank["image"].shape[0]
+
+    def batch_fn(step: int) -> dict[str, Any]:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        idx = torch.randperm(n, generator=g)[:batch_size]
+        return {"image": bank["image"][idx], "tokens": bank["tokens"][idx]}
+
+    return batch_fn
+
+
+def _shapes_test():
+    from .data.shapes import ShapesDataset
+
+    return ShapesDataset("test", length=1000 if run_mode() != "smoke" else 100, image_size=32, seed=0)
+
+
+def _decoder_model(dec_mod, recipe, bank, seed):
+    from .unet import UNetConfig
+
+    torch.manual_seed(seed)
+    unet = UNetConfig(image_size=32, base_channels=recipe.base_channels, channel_mult=(1, 2, 2),
+                      num_res_blocks=recipe.num_res_blocks, attention_resolutions=recipe.attention_resolutions,
+                      num_heads=4, num_groups=min(32, recipe.base_channels))
+    config = dec_mod.DecoderConfig(unet=unet, embed_dim=bank["image_emb"].shape[1], spatial="attention",
+                                   use_text=False, context_width=2 * recipe.base_channels)
+    return dec_mod.Decoder(config), config
