@@ -90,7 +90,7 @@ def test_reference_config_layout():
     attn_res = []
     for layer in list(model.down) + list(model.up):
         if hasattr(layer, "attn") and layer.attn is not None:
-            attn_res.append(layer.attn.qkv.in_features)
+            attn_res.append(layer.attn.qkv.in_channels)
     # 16×16 is the second level (128 channels): 2 down + 3 up attention blocks
     assert attn_res == [128] * 5
     n_res_down = sum(hasattr(layer, "res") for layer in model.down)
@@ -162,7 +162,7 @@ def test_attention_block_with_context_matches_explicit_softmax():
     mask = torch.tensor([[True, False, True, True]])
     got = blk(x, ctx, mask)
     h = blk.norm(x).flatten(2).transpose(1, 2)  # (1, 9, 8)
-    q, k, v = blk.qkv(h).chunk(3, dim=-1)
+    q, k, v = (h @ blk.qkv.weight.flatten(1).T + blk.qkv.bias).chunk(3, dim=-1)  # 1×1 conv as a matmul
     ck, cv = blk.context_kv(ctx).chunk(2, dim=-1)
     k, v = torch.cat([k, ck], 1), torch.cat([v, cv], 1)  # (1, 13, 8)
     keep = torch.cat([torch.ones(1, 9, dtype=torch.bool), mask], 1)
@@ -172,7 +172,8 @@ def test_attention_block_with_context_matches_explicit_softmax():
         w = q[..., sl] @ k[..., sl].transpose(1, 2) / math.sqrt(4)
         w = w.masked_fill(~keep[:, None, :], float("-inf")).softmax(-1)
         heads.append(w @ v[..., sl])
-    want = x + blk.proj_out(torch.cat(heads, -1)).transpose(1, 2).reshape(1, 8, 3, 3)
+    out = torch.cat(heads, -1) @ blk.proj_out.weight.flatten(1).T + blk.proj_out.bias  # (1, 9, 8)
+    want = x + out.transpose(1, 2).reshape(1, 8, 3, 3)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
 
 
