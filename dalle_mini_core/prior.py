@@ -22,7 +22,9 @@ The prior here is the paper's diffusion prior (§2.2 and Appendix C):
 
 The caption tokens are embedded by a small learned token embedding (the paper feeds the CLIP
 text encoder's per-token features; our tiny CLIP gives the pooled embedding, which the prior
-sees as z_t anyway).
+sees as z_t anyway). ``PriorConfig(use_tokens=False)`` leaves them out: the sequence is then
+[z_t | t | x_t | query], nine times shorter than with 32 tokens, which is what makes a CPU run
+of a few minutes possible; z_t already summarises the caption.
 
 **Embedding scale (one rule for the whole course).** CLIP embeddings are unit vectors, so each
 of their D coordinates has a variance of about 1/D, far smaller than the unit-variance noise
@@ -88,7 +90,7 @@ class PriorConfig:
     heads: int = 4  # attention heads per block; must divide width
     mlp_ratio: int = 4  # hidden size of each block's MLP = mlp_ratio · width
     dropout: float = 0.0  # dropout on attention outputs and MLP outputs during training
-    use_tokens: bool = True  # feed the caption tokens too (the paper); False: the sequence is [z_t, t, x_t, query]
+    use_tokens: bool = True  # feed the caption tokens too (the paper); False: [z_t, t, x_t, query], tokens ignored
     context_length: int = 32  # L, caption tokens per caption (as made by data.tokens.tokenize)
     vocab_size: int = 49408  # token ids are < vocab_size (49408: open_clip's BPE tokenizer)
     num_timesteps: int = 1000  # T of the training schedule (the paper's prior: 1000)
@@ -227,9 +229,7 @@ class PriorTransformer(nn.Module):
         if text_emb.shape != (B, c.embed_dim):
             raise ValueError(f"text_emb must have shape ({B}, {c.embed_dim}), got {tuple(text_emb.shape)}")
         if not c.use_tokens:
-            if tokens is not None:
-                raise ValueError("this prior was built with use_tokens=False; pass tokens=None")
-            return
+            return  # tokens, if given, are not read
         if tokens is None:
             raise ValueError(f"this prior reads caption tokens: pass tokens of shape ({B}, {c.context_length})")
         if tokens.shape != (B, c.context_length) or tokens.is_floating_point():
@@ -249,7 +249,10 @@ class PriorTransformer(nn.Module):
         B = x_t.shape[0]
         # 1. one vector per input (no token slots when use_tokens is False: L = 0)
         W = self.config.width
-        h_tokens = self.token_embedding(tokens) if tokens is not None else x_t.new_zeros(B, 0, W)  # (B, L, W)
+        if self.token_embedding is not None:
+            h_tokens = self.token_embedding(tokens)  # (B, L, W)
+        else:
+            h_tokens = x_t.new_zeros(B, 0, W)  # no token slots: L = 0
         h_text = self.text_proj(text_emb)  # (B, W)
         h_time = self.time_mlp(timestep_embedding(t, self.config.width))  # (B, W)
         h_x = self.x_proj(x_t)  # (B, W)
@@ -371,7 +374,7 @@ class DiffusionPrior(Denoiser):
         schedule = self.schedule.respace(steps)
         cond = {
             "text_emb": scale_embedding(text_emb.to(device)),
-            "tokens": None if tokens is None else tokens.to(device),
+            "tokens": tokens.to(device) if (tokens is not None and self.config.use_tokens) else None,
             "drop_text": torch.zeros(B, dtype=torch.bool, device=device),
         }
         model = self

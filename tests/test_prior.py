@@ -332,8 +332,8 @@ def test_prior_without_tokens_reads_only_the_text_embedding():
     prior = DiffusionPrior(cfg)
     x_t, t, text, tokens = inputs()
     assert prior.net.embed_sequence(x_t, t, text_emb=text).shape == (3, 4, cfg.width)
-    with pytest.raises(ValueError, match="use_tokens=False"):
-        prior(x_t, t, text_emb=text, tokens=tokens)
+    # tokens may be passed (the pipeline always has them) but are not read
+    assert torch.equal(prior(x_t, t, text_emb=text, tokens=tokens), prior(x_t, t, text_emb=text))
     with pytest.raises(ValueError, match="tokens"):
         DiffusionPrior(tiny_config())(x_t, t, text_emb=text)
     batch = {"text_emb": unit(3, D), "image_emb": unit(3, D, seed=1)}  # no tokens needed
