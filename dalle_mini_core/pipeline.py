@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -201,27 +202,46 @@ class UnCLIP(nn.Module):
     # --- loading ------------------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, dataset: str = "shapes", *, device: torch.device | str | None = None,
-                        upsampler: bool = True) -> "UnCLIP":
-        """The shipped pipeline: data/weights/<dataset>_{clip,prior,decoder,upsampler}.safetensors,
-        each checked against the sha256 MANIFEST (`checkpoints.load_pretrained`)."""
-        from .checkpoints import load_pretrained
+    def from_pretrained(cls, dataset: str = "shapes", *, folder: str | Path | None = None,
+                        device: torch.device | str | None = None, upsampler: bool = True) -> "UnCLIP":
+        """Load ``<dataset>_{clip,prior,decoder,upsampler}.safetensors`` (+ .json).
+
+        With `folder` None these are the shipped weights in data/weights, each checked against its
+        sha256 MANIFEST (`checkpoints.load_pretrained`). A `folder` (e.g. the output of
+        ``dalle-mini train all --out DIR``) is checked against its MANIFEST.json when it has one.
+        ``upsampler=False`` leaves the upsampler out (the pipeline then ends at the decoder's size).
+        """
+        from .checkpoints import load_checkpoint, load_pretrained, verify_manifest
+        from .clip import CLIPModel
+        from .decoder import Decoder
         from .device import get_device
         from .paths import data_dir
+        from .prior import DiffusionPrior
+        from .upsampler import Upsampler
 
         if not isinstance(dataset, str) or not dataset:
             raise ValueError(f"dataset must be a non-empty str such as 'shapes', got {dataset!r}")
         device = torch.device(device) if device is not None else get_device()
+        builders = {"clip": CLIPModel, "prior": DiffusionPrior, "decoder": Decoder, "upsampler": Upsampler}
         parts = PARTS if upsampler else PARTS[:-1]
-        weights = data_dir() / "weights"
+        weights = data_dir() / "weights" if folder is None else Path(folder)
         missing = [f"{dataset}_{p}" for p in parts if not (weights / f"{dataset}_{p}.safetensors").is_file()]
         if missing:
             raise FileNotFoundError(
-                f"no shipped {dataset} pipeline weights in {weights} (missing: {', '.join(missing)}). "
+                f"no {dataset} pipeline weights in {weights} (missing: {', '.join(missing)}). "
                 f"Train them with `dalle-mini train all` (a GPU run; see the README), or build a pipeline "
                 f"from your own parts with UnCLIP(clip, prior, decoder, upsampler)."
             )
-        loaded = [load_pretrained(f"{dataset}_{p}", device=device).eval() for p in parts]
+        loaded = []
+        for p in parts:
+            name = f"{dataset}_{p}"
+            if folder is None:
+                model = load_pretrained(name, builders[p], device=device)
+            else:
+                if (weights / "MANIFEST.json").is_file():
+                    verify_manifest(weights / "MANIFEST.json", files=[f"{name}.safetensors", f"{name}.json"])
+                model = load_checkpoint(weights / name, builders[p], device=device)
+            loaded.append(model.float().eval())
         return cls(*loaded)
 
     # --- small helpers ------------------------------------------------------------------------

@@ -297,6 +297,12 @@ def test_from_pretrained_loads_checked_weights_and_reproduces_the_pipeline(tmp_p
     assert UnCLIP.from_pretrained("shapes", device="cpu", upsampler=False).upsampler is None
     with pytest.raises(FileNotFoundError, match="shapes_upsampler"):
         UnCLIP.from_pretrained("shapes", device="cpu")
+    # a training run's folder loads the same way, and its manifest is checked
+    monkeypatch.delenv("DALLE_MINI_DATA")
+    assert UnCLIP.from_pretrained("shapes", folder=weights, device="cpu", upsampler=False).upsampler is None
+    (weights / "shapes_prior.json").write_text((weights / "shapes_prior.json").read_text() + " ")
+    with pytest.raises(ValueError, match="corrupt"):
+        UnCLIP.from_pretrained("shapes", folder=weights, device="cpu", upsampler=False)
 
 
 def test_show_generation_draws_low_res_above_upsampled(pipe):
