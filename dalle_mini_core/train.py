@@ -192,26 +192,34 @@ class EMA:
             raise ValueError(f"decay must be in [0, 1), got {decay!r}")
         self.decay, self.warmup, self.num_updates = decay, warmup, 0
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._pairs: tuple | None = None  # (source model, float pairs, other pairs), built once
 
     def current_decay(self) -> float:
         """The decay the next `update` uses."""
         n = self.num_updates
         return min(self.decay, (1 + n) / (10 + n)) if self.warmup else self.decay
 
+    def _match(self, model: nn.Module) -> tuple[list[torch.Tensor], list[torch.Tensor], list[tuple]]:
+        """Shadow and source tensors paired by name (cached: walking the modules every step is slow)."""
+        if self._pairs is None or self._pairs[0] is not model:
+            shadow = dict(self.model.named_parameters())
+            floats = [(shadow[n], p) for n, p in model.named_parameters() if shadow[n].is_floating_point()]
+            others = [(shadow[n], p) for n, p in model.named_parameters() if not shadow[n].is_floating_point()]
+            shadow_buffers = dict(self.model.named_buffers())
+            others += [(shadow_buffers[n], b) for n, b in model.named_buffers()]
+            self._pairs = (model, [s for s, _ in floats], [p for _, p in floats], others)
+        return self._pairs[1], self._pairs[2], self._pairs[3]
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         """One EMA step towards `model`'s current weights."""
         d = self.current_decay()
-        shadow = dict(self.model.named_parameters())
-        for name, p in model.named_parameters():
-            s = shadow[name]
-            if s.is_floating_point():
-                s.lerp_(p.detach().to(s.dtype), 1.0 - d)  # s + (1-d)(p - s) = d·s + (1-d)·p
-            else:
-                s.copy_(p)
-        shadow_buffers = dict(self.model.named_buffers())
-        for name, b in model.named_buffers():
-            shadow_buffers[name].copy_(b)
+        shadow, source, others = self._match(model)
+        if shadow:
+            # s + (1-d)(p - s) = d·s + (1-d)·p, for all parameters in one fused call
+            torch._foreach_lerp_(shadow, [p.detach() for p in source], 1.0 - d)
+        for s, p in others:  # buffers (e.g. normalisation statistics) are copied, not averaged
+            s.copy_(p)
         self.num_updates += 1
 
 

@@ -48,7 +48,7 @@ def fresh_model(dropout: float = 0.2) -> TinyRegressor:
 
 
 def cfg(**kw) -> TrainConfig:
-    base = dict(steps=12, lr=3e-3, warmup_steps=3, log_every=4, progress=False, ema_decay=0.9, seed=5)
+    base = dict(steps=12, lr=3e-3, warmup_steps=3, log_every=4, progress=False, ema_decay=0.9, seed=5, device="cpu")
     base.update(kw)
     return TrainConfig(**base)
 
@@ -263,7 +263,8 @@ def _free_port() -> int:
 def test_ddp_two_processes_stay_in_sync(tmp_path):
     import torch.multiprocessing as mp
 
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    # fork: the children start from this process's imports (spawn would re-import torch, slowly)
+    mp.start_processes(_ddp_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="fork")
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)  # files this test just wrote
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     for key in ("model", "ema"):
