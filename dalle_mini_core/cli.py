@@ -79,10 +79,10 @@ def _parse_budgets(text: str, stages: tuple[str, ...]) -> dict[str, float]:
         pairs = (item.split("=", 1) for item in text.split(","))
         budgets = {k.strip(): float(v) for k, v in pairs}
     except ValueError:
-        raise ValueError(f"--budget must be seconds ('120') or stage=seconds pairs ('clip=80,decoder=220'), got {text!r}")
+        raise ValueError(f"--budget/--steps must be a number ('120') or stage=number pairs ('clip=80,decoder=220'), got {text!r}")
     unknown = set(budgets) - set(stages)
     if unknown:
-        raise ValueError(f"--budget names stages that are not being trained: {sorted(unknown)}")
+        raise ValueError(f"--budget/--steps name stages that are not being trained: {sorted(unknown)}")
     return budgets
 
 
@@ -94,7 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     stages = STAGES if args.stage == "all" else (args.stage,)
     budgets = _parse_budgets(args.budget, stages) if args.budget else None
     out = Path(args.out) if args.out else runs_dir() / "weights"
-    report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, seed=args.seed)
+    caps = {k: int(v) for k, v in _parse_budgets(args.steps, stages).items()} if args.steps else None
+    report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, max_steps=caps,
+                       bank_size=args.bank, seed=args.seed)
     print(f"dalle-mini train: wrote {', '.join('shapes_' + s for s in stages)} to {out} in {report['seconds']} s")
     return 0
 
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["smoke", "cpu", "gpu"], help="recipe sizes (default: the run mode)")
     p.add_argument("--out", help="folder for the weights (default runs/weights; data/weights ships)")
     p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220' (steps are fitted to it)")
+    p.add_argument("--steps", help="step caps overriding the recipes, '5000' or 'clip=3000,decoder=20000'")
+    p.add_argument("--bank", type=int, help="scenes rendered once and sampled from (default by mode)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_train)
 

@@ -100,6 +100,7 @@ def train_all(
     out_dir: str | Path,
     stages: Sequence[str] = STAGES,
     budgets: dict[str, float] | None = None,
+    max_steps: dict[str, int] | None = None,
     bank_size: int | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -107,7 +108,8 @@ def train_all(
 ) -> dict[str, Any]:
     """Train `stages` of the shapes pipeline into `out_dir` as ``shapes_<stage>.safetensors/.json``.
 
-    `budgets` maps a stage to a wall-clock budget in seconds (see module docstring); a stage
+    `budgets` maps a stage to a wall-clock budget in seconds (see module docstring);
+    `max_steps` overrides a stage's recipe step count (the cap a budget fits under); a stage
     that needs the CLIP loads ``shapes_clip`` from `out_dir` when the clip stage is not run.
     Returns a report (per stage: steps, seconds, final loss, img/s) also written to
     ``out_dir/train_report.json``; ``MANIFEST.json`` (sha256 of every file) is rewritten.
@@ -124,6 +126,7 @@ def train_all(
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
     budgets = dict(budgets or {})
+    caps = dict(max_steps or {})
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = get_device()
@@ -156,7 +159,8 @@ def train_all(
         batch_fn = _clip_batches(bank, recipe.batch_size, seed=seed)
         torch.manual_seed(seed)
         clip = clip_mod.CLIPModel(cfg)
-        steps, per = fit_steps(clip, batch_fn, max_steps=recipe.steps, budget_s=budgets.get("clip"), lr=recipe.lr)
+        steps, per = fit_steps(clip, batch_fn, max_steps=caps.get("clip", recipe.steps), budget_s=budgets.get("clip"),
+                               lr=recipe.lr)
         log(f"[clip] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
         tc = TrainConfig(steps=steps, lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, steps // 5),
                          schedule="cosine", weight_decay=recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6,
@@ -192,7 +196,8 @@ def train_all(
         torch.manual_seed(seed)
         prior = prior_mod.DiffusionPrior(cfg)
         batch_fn = _rows(emb_bank, ("text_emb", "image_emb", "tokens"), r["batch_size"], seed)
-        steps, per = fit_steps(prior, batch_fn, max_steps=r["steps"], budget_s=budgets.get("prior"), lr=r["lr"])
+        steps, per = fit_steps(prior, batch_fn, max_steps=caps.get("prior", r["steps"]), budget_s=budgets.get("prior"),
+                               lr=r["lr"])
         log(f"[prior] {steps} steps (recipe {r['steps']}; {per * 1e3:.1f} ms/step measured)")
         tc = TrainConfig(steps=steps, lr=r["lr"], warmup_steps=min(200, steps // 5), schedule="cosine",
                          weight_decay=0.01, grad_clip=1.0, ema_decay=0.999, ema_warmup=True,
@@ -207,7 +212,8 @@ def train_all(
         recipe = dec_mod.RECIPES[mode]
         probe, _ = _decoder_model(dec_mod, recipe, emb_bank, seed)
         steps, per = fit_steps(probe, dec_mod.embedding_batches(emb_bank, recipe.batch_size, seed=seed),
-                               max_steps=recipe.steps, budget_s=budgets.get("decoder"), lr=recipe.lr)
+                               max_steps=caps.get("decoder", recipe.steps), budget_s=budgets.get("decoder"),
+                               lr=recipe.lr)
         del probe
         log(f"[decoder] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
         decoder, result = dec_mod.train_decoder(mode, recipe=replace(recipe, steps=steps,
@@ -226,10 +232,11 @@ def train_all(
             _, probe_run = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=1, warmup_steps=0),
                                                   images=images[:64], progress=False)
             steps, per = fit_steps(probe_run.model, up_mod.image_batches(images, recipe.batch_size, seed=seed),
-                                   max_steps=recipe.steps, budget_s=budgets["upsampler"], lr=recipe.lr)
+                                   max_steps=caps.get("upsampler", recipe.steps), budget_s=budgets["upsampler"],
+                                   lr=recipe.lr)
             del probe_run
         else:
-            steps, per = recipe.steps, float("nan")
+            steps, per = caps.get("upsampler", recipe.steps), float("nan")
         log(f"[upsampler] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
         ups, result = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=steps,
                                                                   warmup_steps=min(recipe.warmup_steps, steps // 5)),
