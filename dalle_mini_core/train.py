@@ -75,7 +75,8 @@ __all__ = [
 
 METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "img_per_s", "time_s")
 # TrainConfig fields that may change between a run and its resumption.
-RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "progress"})
+RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "progress", "max_seconds",
+                              "device", "ddp_find_unused"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -109,6 +110,8 @@ class TrainConfig:
     explode_factor: float | None = 100.0  # stop if the loss exceeds this times the first loss
     ddp_find_unused: bool = False  # DDP: allow parameters that some steps do not use
     progress: bool = True  # show a tqdm progress bar (rank 0 only)
+    max_seconds: float | None = None  # stop once this call has trained this long (wall clock), saving and
+    #                                   logging as at the end; the steps done are in TrainResult.step (None = no limit)
 
     def __post_init__(self) -> None:
         if isinstance(self.out_dir, os.PathLike):
@@ -145,6 +148,8 @@ class TrainConfig:
             raise ValueError(f"keep_checkpoints must be >= 1 or None, got {self.keep_checkpoints!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an int >= 0, got {self.seed!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds!r}")
         if self.explode_factor is not None and self.explode_factor <= 1:
             raise ValueError(f"explode_factor must be > 1 or None, got {self.explode_factor!r}")
 
@@ -549,7 +554,9 @@ def train(
             dist.destroy_process_group()
 
 
-def _train(model, data, config, resume, overwrite, rank, world, device) -> TrainResult:
+def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overwrite: bool,
+           rank: int, world: int, device: torch.device) -> TrainResult:
+    """`train` once the processes are set up (steps 3-5)."""
     main = rank == 0
     amp = device.type == "cuda" if config.amp is None else config.amp
     model.to(device).train()
@@ -662,7 +669,12 @@ def _train(model, data, config, resume, overwrite, rank, world, device) -> Train
             window["grad_norm"] += gn
             window["n"] += 1
             images_since_log += _batch_size(batch) * world
-            if completed % config.log_every == 0 or completed == config.steps:
+            time_up = config.max_seconds is not None and time.perf_counter() - t_start >= config.max_seconds
+            if world > 1 and config.max_seconds is not None:  # every rank stops at the same step
+                flag = torch.tensor(float(time_up), device=device)
+                dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+                time_up = bool(flag.item())
+            if completed % config.log_every == 0 or completed == config.steps or time_up:
                 now = time.perf_counter()
                 row = {"step": completed, "loss": window["loss"] / window["n"], "lr": lr,
                        "grad_norm": window["grad_norm"] / window["n"],
@@ -678,13 +690,16 @@ def _train(model, data, config, resume, overwrite, rank, world, device) -> Train
                             csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(row)
 
             # 5f. Checkpoint every ckpt_every steps and at the end (rank 0 writes, all wait).
-            if out is not None and (completed == config.steps
+            if out is not None and (completed == config.steps or time_up
                                     or (config.ckpt_every and completed % config.ckpt_every == 0)):
                 if main:
                     save(completed)
                 last_saved = completed
                 if world > 1:
                     dist.barrier()
+            if time_up:
+                bar.write(f"max_seconds={config.max_seconds:g} reached: stopped after step {completed} of {config.steps}")
+                break
     except KeyboardInterrupt:
         # Nothing silently loses work: keep the completed steps (single process only).
         if out is not None and main and world == 1 and completed > last_saved:

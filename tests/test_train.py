@@ -290,3 +290,12 @@ def test_plot_losses_reads_the_metric_log(tmp_path):
     assert list(ax.lines[0].get_xdata()) == [4, 8] and ax.get_yscale() == "log"
     with pytest.raises(ValueError, match="no metric rows"):
         plot_losses([])
+
+
+def test_max_seconds_stops_early_saves_and_resumes_exactly(tmp_path):
+    full = train(fresh_model(), batch_fn, cfg(steps=8))
+    cut = train(fresh_model(), batch_fn, cfg(steps=8, out_dir=str(tmp_path), max_seconds=1e-9))
+    assert cut.step == 1 and [r["step"] for r in cut.metrics] == [1]  # logged and saved where it stopped
+    assert latest_checkpoint(tmp_path).name == "step_00000001"
+    rest = train(fresh_model(), batch_fn, cfg(steps=8, out_dir=str(tmp_path)))  # max_seconds may change on resume
+    assert rest.resumed_from == 1 and same_weights(rest.model, full.model)
