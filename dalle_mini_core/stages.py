@@ -120,6 +120,7 @@ def train_all(
     from . import upsampler as up_mod
     from .checkpoints import load_checkpoint, write_manifest
     from .train import TrainConfig, train
+    from .unet import UNetConfig
 
     mode = mode or run_mode()
     unknown = set(stages) - set(STAGES)
@@ -146,41 +147,52 @@ def train_all(
         model.to(dev)
         log(f"[{stage}] done: {json.dumps(info)}")
 
+    def run(stage: str, model: torch.nn.Module, config: Any, batch_fn: Callable[[int], dict], *, cap: int,
+            lr: float, warmup: int, ema_decay: float | None, extra: dict[str, Any], **tc_kwargs: Any) -> torch.nn.Module:
+        """Fit steps to the stage's budget, train with train.py, save; return the trained (EMA) model."""
+        t0 = time.perf_counter()
+        budget = budgets.get(stage)
+        cap = caps.get(stage, cap)
+        steps, per = fit_steps(model, batch_fn, max_steps=cap, budget_s=budget, lr=lr)
+        if budget is not None:
+            # the calibration ran under the machine's load at that moment: allow up to twice the
+            # fitted steps and let max_seconds stop the run when the budget is spent
+            steps = min(cap, 2 * steps)
+        log(f"[{stage}] up to {steps} steps (cap {cap}; {per * 1e3:.1f} ms/step measured; budget {budget} s)")
+        tc = TrainConfig(steps=steps, lr=lr, warmup_steps=min(warmup, max(1, steps // 5)), schedule="cosine",
+                         grad_clip=1.0, ema_decay=ema_decay, ema_warmup=ema_decay is not None,
+                         log_every=max(1, min(100, steps)), seed=seed, progress=progress, max_seconds=budget,
+                         **tc_kwargs)
+        result = train(model, batch_fn, tc)
+        trained = (result.ema if result.ema is not None else result.model).eval()
+        finish(stage, trained, config, result, t0, {"ms_per_step_calibration": round(per * 1e3, 2),
+                                                    "steps_planned": steps, **extra})
+        return trained
+
     # 1. CLIP ------------------------------------------------------------------------------
-    clip = None
-    bank: dict[str, Any] | None = None
     n_bank = bank_size or {"smoke": 64, "cpu": 4000, "gpu": 200_000}[mode]
     if "clip" in stages:
-        t0 = time.perf_counter()
         recipe = clip_mod.RECIPES["shapes"][mode]
         cfg = clip_mod.clip_config("shapes")
         log(f"[clip] rendering a bank of {n_bank} scenes ({workers} workers)")
         bank = _render_bank(n_bank, image_size=cfg.image_size, seed=seed, workers=workers)
-        batch_fn = _clip_batches(bank, recipe.batch_size, seed=seed)
         torch.manual_seed(seed)
-        clip = clip_mod.CLIPModel(cfg)
-        steps, per = fit_steps(clip, batch_fn, max_steps=caps.get("clip", recipe.steps), budget_s=budgets.get("clip"),
-                               lr=recipe.lr)
-        log(f"[clip] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
-        tc = TrainConfig(steps=steps, lr=recipe.lr, warmup_steps=min(recipe.warmup_steps, steps // 5),
-                         schedule="cosine", weight_decay=recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6,
-                         grad_clip=1.0, ema_decay=None, log_every=max(1, min(50, steps)), seed=seed,
-                         progress=progress)
-        result = train(clip, batch_fn, tc)
-        clip = result.model.eval()
+        clip = run("clip", clip_mod.CLIPModel(cfg), cfg, _clip_batches(bank, recipe.batch_size, seed=seed),
+                   cap=recipe.steps, lr=recipe.lr, warmup=recipe.warmup_steps, ema_decay=None,
+                   extra={"bank": n_bank}, weight_decay=recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6)
+        del bank
         test = _shapes_test()
         ev = clip_mod.evaluate_retrieval(clip, test, gallery_size=100, num_galleries=5 if mode != "smoke" else 1,
-                                         seed=seed) if len(test) >= 100 else {}
-        finish("clip", clip, cfg, result, t0, {"bank": n_bank, "ms_per_step": round(per * 1e3, 2),
-                                             "retrieval_test": ev})
+                                         seed=seed)
+        report["stages"]["clip"]["retrieval_test"] = ev
+        log(f"[clip] test retrieval: {json.dumps(ev)}")
     else:
         clip = load_checkpoint(out / "shapes_clip", clip_mod.CLIPModel, config_cls=clip_mod.CLIPConfig,
                                device=dev).float().eval()
 
     # 2. Embedding bank shared by the prior and the decoder ----------------------------------
-    need_emb = {"prior", "decoder"} & set(stages)
     emb_bank = None
-    if need_emb:
+    if {"prior", "decoder"} & set(stages):
         t0 = time.perf_counter()
         emb_bank = dec_mod.embed_shapes(clip.to(dev), n_bank, seed=seed, num_workers=workers,
                                         batch_size=1024 if mode == "gpu" else 256)
@@ -189,59 +201,41 @@ def train_all(
 
     # 3. Prior ------------------------------------------------------------------------------
     if "prior" in stages:
-        t0 = time.perf_counter()
         r = PRIOR_RECIPES[mode]
         cfg = prior_mod.PriorConfig(embed_dim=clip.embed_dim, width=r["width"], depth=r["depth"], heads=r["heads"],
-                                    context_length=emb_bank["tokens"].shape[1])
+                                    context_length=emb_bank["tokens"].shape[1], use_tokens=r["use_tokens"])
         torch.manual_seed(seed)
-        prior = prior_mod.DiffusionPrior(cfg)
-        batch_fn = _rows(emb_bank, ("text_emb", "image_emb", "tokens"), r["batch_size"], seed)
-        steps, per = fit_steps(prior, batch_fn, max_steps=caps.get("prior", r["steps"]), budget_s=budgets.get("prior"),
-                               lr=r["lr"])
-        log(f"[prior] {steps} steps (recipe {r['steps']}; {per * 1e3:.1f} ms/step measured)")
-        tc = TrainConfig(steps=steps, lr=r["lr"], warmup_steps=min(200, steps // 5), schedule="cosine",
-                         weight_decay=0.01, grad_clip=1.0, ema_decay=0.999, ema_warmup=True,
-                         log_every=max(1, min(100, steps)), seed=seed, progress=progress)
-        result = train(prior, batch_fn, tc)
-        prior = (result.ema or result.model).eval()
-        finish("prior", prior, cfg, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+        run("prior", prior_mod.DiffusionPrior(cfg), cfg,
+            _rows(emb_bank, ("text_emb", "image_emb", "tokens"), r["batch_size"], seed),
+            cap=r["steps"], lr=r["lr"], warmup=200, ema_decay=0.999, extra={}, weight_decay=0.01)
 
     # 4. Decoder ----------------------------------------------------------------------------
     if "decoder" in stages:
-        t0 = time.perf_counter()
         recipe = dec_mod.RECIPES[mode]
-        probe, _ = _decoder_model(dec_mod, recipe, emb_bank, seed)
-        steps, per = fit_steps(probe, dec_mod.embedding_batches(emb_bank, recipe.batch_size, seed=seed),
-                               max_steps=caps.get("decoder", recipe.steps), budget_s=budgets.get("decoder"),
-                               lr=recipe.lr)
-        del probe
-        log(f"[decoder] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
-        decoder, result = dec_mod.train_decoder(mode, recipe=replace(recipe, steps=steps,
-                                                                     warmup_steps=min(recipe.warmup_steps, steps // 5)),
-                                                bank=emb_bank, seed=seed, progress=progress)
-        finish("decoder", decoder, decoder.config, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+        model, cfg = _decoder_model(dec_mod, recipe, emb_bank, seed)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        run("decoder", model, cfg, dec_mod.embedding_batches(emb_bank, recipe.batch_size, seed=seed),
+            cap=recipe.steps, lr=recipe.lr, warmup=recipe.warmup_steps, ema_decay=recipe.ema_decay,
+            extra={"bank": n_bank})
+    del emb_bank
 
     # 5. Upsampler --------------------------------------------------------------------------
     if "upsampler" in stages:
-        t0 = time.perf_counter()
-        recipe = up_mod.RECIPES[mode]
-        images = up_mod.render_bank("shapes", recipe.num_images, image_size=64, seed=seed, num_workers=workers)
-        recipe = replace(recipe, **UPSAMPLER_OVERRIDES.get(mode, {}))
-        if budgets.get("upsampler"):
-            # a one-step run builds the model exactly as the recipe does; its raw copy is the probe
-            _, probe_run = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=1, warmup_steps=0),
-                                                  images=images[:64], progress=False)
-            steps, per = fit_steps(probe_run.model, up_mod.image_batches(images, recipe.batch_size, seed=seed),
-                                   max_steps=caps.get("upsampler", recipe.steps), budget_s=budgets["upsampler"],
-                                   lr=recipe.lr)
-            del probe_run
-        else:
-            steps, per = caps.get("upsampler", recipe.steps), float("nan")
-        log(f"[upsampler] {steps} steps (recipe {recipe.steps}; {per * 1e3:.1f} ms/step measured)")
-        ups, result = up_mod.train_upsampler(mode, recipe=replace(recipe, steps=steps,
-                                                                  warmup_steps=min(recipe.warmup_steps, steps // 5)),
-                                             images=images, seed=seed, progress=progress)
-        finish("upsampler", ups, ups.config, result, t0, {"ms_per_step": round(per * 1e3, 2)})
+        recipe = replace(up_mod.RECIPES[mode], **UPSAMPLER_OVERRIDES.get(mode, {}))
+        n_up = bank_size or recipe.num_images
+        images = up_mod.render_bank("shapes", n_up, image_size=64, seed=seed, num_workers=workers)
+        torch.manual_seed(seed)
+        unet = UNetConfig(image_size=64, base_channels=recipe.base_channels, channel_mult=recipe.channel_mult,
+                          num_res_blocks=recipe.num_res_blocks, attention_resolutions=(),
+                          num_groups=min(32, recipe.base_channels))
+        cfg = up_mod.UpsamplerConfig(unet=unet, low_res_size=32)  # default corruption: blur half the conditionings
+        model = up_mod.Upsampler(cfg)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        run("upsampler", model, cfg, up_mod.image_batches(images, recipe.batch_size, seed=seed),
+            cap=recipe.steps, lr=recipe.lr, warmup=recipe.warmup_steps, ema_decay=recipe.ema_decay,
+            extra={"bank": n_up})
 
     report["seconds"] = round(time.perf_counter() - t_all, 1)
     (out / "train_report.json").write_text(json.dumps(report, indent=2, default=str))
@@ -255,9 +249,9 @@ UPSAMPLER_OVERRIDES: dict[str, dict[str, Any]] = {"gpu": {"base_channels": 32}}
 
 # Prior recipes by run mode (sizes for a 64-d shapes CLIP). (sizes for a 64-d shapes CLIP).
 PRIOR_RECIPES: dict[str, dict[str, Any]] = {
-    "smoke": {"width": 32, "depth": 1, "heads": 2, "steps": 3, "batch_size": 16, "lr": 3e-4},
-    "cpu": {"width": 128, "depth": 4, "heads": 4, "steps": 2000, "batch_size": 256, "lr": 3e-4},
-    "gpu": {"width": 96, "depth": 6, "heads": 4, "steps": 20000, "batch_size": 1024, "lr": 3e-4},
+    "smoke": {"width": 32, "depth": 1, "heads": 2, "steps": 3, "batch_size": 16, "lr": 3e-4, "use_tokens": False},
+    "cpu": {"width": 128, "depth": 4, "heads": 4, "steps": 4000, "batch_size": 256, "lr": 3e-4, "use_tokens": False},
+    "gpu": {"width": 256, "depth": 6, "heads": 8, "steps": 20000, "batch_size": 1024, "lr": 3e-4, "use_tokens": True},
 }
 
 
