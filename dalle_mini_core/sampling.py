@@ -209,6 +209,10 @@ def ddim_invert(
     with ε̂ evaluated at (x_{t−1}, t) because x_t is not known yet — the only approximation, which
     shrinks as steps get smaller. `clip_x0` defaults to False here (clipping would break the
     inverse); `generator` is accepted for the common signature and unused (nothing is random).
+
+    Stop short of a level where ᾱ is almost 0: the cosine schedule's last step has ᾱ ≈ 2e-9, and
+    sampling back through it multiplies any error of ε̂ by 1/sqrt(ᾱ). Invert on e.g.
+    ``schedule.respace([0, 10, ..., 950])`` and sample back on the same schedule.
     """
     del generator  # deterministic
     _check_inputs(model, x_0, schedule, prediction)
