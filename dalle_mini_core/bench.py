@@ -6,7 +6,9 @@ channels, channel multipliers 1-2-2, two residual blocks per level, attention at
 * ``params`` and forward FLOPs per image, counted by ``torch.utils.flop_counter.FlopCounterMode``
   with attention forced onto PyTorch's math path so every library's attention is counted
   the same way (as its matrix products);
-* training images/s: forward + MSE loss + backward + AdamW step, batch 32;
+* training images/s: forward + MSE loss + backward + AdamW step, batch 32 (wall clock; on CPU also
+  per CPU-second of this process, which with ``threads=1`` barely moves when other programs load
+  the machine);
 * seconds per sampling step: one forward under ``torch.no_grad``, batch 16;
 * achieved GFLOP/s in training ≈ 3 × forward FLOPs × images/s (backward ≈ 2 × forward), and,
   as the ceiling, the machine's own matrix-multiply GFLOP/s measured in the same run
@@ -248,22 +250,30 @@ def forward_flops_per_image(model: nn.Module, call: Callable, batch: dict) -> fl
     return counter.get_total_flops() / batch["x"].shape[0]
 
 
-def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None, iters: int | None = None) -> float:
-    """Achieved GFLOP/s of one square n×n matrix product (2n³ FLOPs), timed over `iters` calls."""
+def _timed_rate(fn: Callable[[], Any], flops: float, device: torch.device, iters: int, min_seconds: float) -> float:
+    """GFLOP/s of `fn` (worth `flops`), run at least `iters` times and at least `min_seconds`."""
+    fn()  # warm-up
+    _sync(device)
+    done, start = 0, time.perf_counter()
+    while done < iters or time.perf_counter() - start < min_seconds:
+        fn()
+        done += 1
+        _sync(device)
+    return flops * done / (time.perf_counter() - start) / 1e9
+
+
+def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
+                  iters: int | None = None, min_seconds: float = 1.0) -> float:
+    """Achieved GFLOP/s of a square n×n matrix product (2n³ FLOPs), over ≥ `iters` calls and ≥ `min_seconds`
+    (long enough that a busy machine's scheduling averages out as it does for the models' steps)."""
     n = n or (8192 if device.type == "cuda" else 1024)
     iters = iters or (20 if device.type == "cuda" else 4)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    a @ b  # warm-up
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(iters):
-        a @ b
-    _sync(device)
-    return 2 * n**3 * iters / (time.perf_counter() - start) / 1e9
+    return _timed_rate(lambda: a @ b, 2 * n**3, device, iters, min_seconds)
 
 
-def onednn_gemm_gflops(n: int = 1024, iters: int = 4) -> float:
+def onednn_gemm_gflops(n: int = 1024, iters: int = 4, min_seconds: float = 1.0) -> float:
     """CPU only: GFLOP/s of the same n×n×n product run as a 1×1 convolution (oneDNN).
 
     On some CPUs (AMD with Intel MKL, as on the course's test machine) torch.mm's BLAS runs a
@@ -272,11 +282,7 @@ def onednn_gemm_gflops(n: int = 1024, iters: int = 4) -> float:
     """
     x = torch.randn(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)  # n pixels × n channels
     w = torch.randn(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-    F.conv2d(x, w)  # warm-up
-    start = time.perf_counter()
-    for _ in range(iters):
-        F.conv2d(x, w)
-    return 2 * n**3 * iters / (time.perf_counter() - start) / 1e9
+    return _timed_rate(lambda: F.conv2d(x, w), 2 * n**3, torch.device("cpu"), iters, min_seconds)
 
 
 class _Timed:
@@ -299,28 +305,28 @@ class _Timed:
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.fwd_flops = forward_flops_per_image(model.eval(), cand.call, _make_batch(2, size, device, g))
 
-    def train_step(self) -> float:
-        """Seconds for forward + MSE + backward + AdamW step on the training batch."""
+    def train_step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds for forward + MSE + backward + AdamW step on the training batch."""
         model, b = self.model.train(), self.train_b
         _sync(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with _autocast(self.device):
             loss = F.mse_loss(self.cand.call(model, b).float(), b["target"])
         loss.backward()
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
         _sync(self.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
-    def sample_step(self) -> float:
-        """Seconds for one no-grad forward on the sampling batch (one denoising step)."""
+    def sample_step(self) -> tuple[float, float]:
+        """(wall, CPU) seconds for one no-grad forward on the sampling batch (one denoising step)."""
         model, b = self.model.eval(), self.sample_b
         _sync(self.device)
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         with torch.no_grad(), _autocast(self.device):
             self.cand.call(model, b)
         _sync(self.device)
-        return time.perf_counter() - start
+        return time.perf_counter() - start, time.process_time() - cpu_start
 
 
 def run_benchmark(
@@ -383,7 +389,7 @@ def run_benchmark(
                 tm.train_step()
                 tm.sample_step()
         say(f"[{config}] warm-up done")
-        train_s = {tm.cand.name: [] for tm in timed}
+        train_s = {tm.cand.name: [] for tm in timed}  # (wall, cpu) pairs
         sample_s = {tm.cand.name: [] for tm in timed}
         for r in range(repeats):
             fp32_runs.append(matmul_gflops(device, torch.float32))
@@ -398,7 +404,7 @@ def run_benchmark(
             say(f"[{config}] round {r + 1}/{repeats} done")
         for tm in timed:
             name = tm.cand.name
-            t_train = statistics.median(train_s[name])
+            t_train = statistics.median(w for w, _ in train_s[name])
             img_per_s = train_batch / t_train
             row = {
                 "name": name,
@@ -407,11 +413,15 @@ def run_benchmark(
                 "params": tm.params,
                 "fwd_gflops_per_image": tm.fwd_flops / 1e9,
                 "train_img_per_s": img_per_s,
-                "sample_s_per_step": statistics.median(sample_s[name]),
+                "sample_s_per_step": statistics.median(w for w, _ in sample_s[name]),
                 "train_gflops_per_s": 3 * tm.fwd_flops * img_per_s / 1e9,
                 "device": out["device"],
                 "note": tm.cand.note,
             }
+            if device.type == "cpu":
+                # CPU seconds of this process: with one thread, robust to other programs' load
+                row["train_img_per_cpu_s"] = train_batch / statistics.median(c for _, c in train_s[name])
+                row["sample_cpu_s_per_step"] = statistics.median(c for _, c in sample_s[name])
             out["results"].append(row)
         del timed
     out["matmul_gflops"] = statistics.median(fp32_runs)
@@ -441,17 +451,19 @@ def format_table(result: dict) -> str:
         + (f", fp32 GEMM as 1x1 conv (oneDNN): {result['gemm_onednn_gflops']:.1f} GFLOP/s" if "gemm_onednn_gflops" in result else "")
         + (f", bf16 matmul: {result['matmul_bf16_gflops']:.1f} GFLOP/s" if "matmul_bf16_gflops" in result else ""),
         "",
-        f"| config | model | params (M) | fwd GFLOP/img | train img/s | sample s/step | train GFLOP/s | of {peak_name} |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| config | model | params (M) | fwd GFLOP/img | train img/s | sample s/step | train GFLOP/s | of {peak_name} "
+        "| train img/CPU-s | sample CPU-s/step |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["results"]:
+        cpu = (f"{r['train_img_per_cpu_s']:.2f} | {r['sample_cpu_s_per_step']:.3f}" if "train_img_per_cpu_s" in r else "– | –")
         lines.append(
             f"| {r['config']} | {r['name']} | {r['params'] / 1e6:.2f} | {r['fwd_gflops_per_image']:.3f} | "
-            f"{r['train_img_per_s']:.1f} | {r['sample_s_per_step']:.4f} | {r['train_gflops_per_s']:.1f} | "
-            f"{100 * r['fraction_of_matmul_peak']:.1f}% |"
+            f"{r['train_img_per_s']:.2f} | {r['sample_s_per_step']:.4f} | {r['train_gflops_per_s']:.1f} | "
+            f"{100 * r['fraction_of_matmul_peak']:.1f}% | {cpu} |"
         )
     for m in result.get("missing", []):
-        lines.append(f"| {m['config']} | {m['name']} | missing: {m['missing']} | | | | | |")
+        lines.append(f"| {m['config']} | {m['name']} | missing: {m['missing']} | | | | | | | |")
     return "\n".join(lines)
 
 
