@@ -643,7 +643,7 @@ RECIPES: dict[str, DecoderRecipe] = {
 }
 
 
-def load_shapes_clip(mode: str | None = None, *, name: str = "clip_shapes", progress: bool = False) -> nn.Module:
+def load_shapes_clip(mode: str | None = None, *, name: str = "shapes_clip", progress: bool = False) -> nn.Module:
     """The shapes CLIP: shipped weights ``data/weights/<name>`` when present, else trained now
     with clip.py's recipe for `mode` (a few minutes in cpu mode)."""
     from .checkpoints import load_pretrained
