@@ -137,14 +137,13 @@ def check_image(image: object, sizes: Sequence[int], name: str = "image") -> tor
     """One RGB image → (1, 3, S, S) float tensor in [-1, 1], or a clear error.
 
     Accepts a float tensor (3, S, S) or (1, 3, S, S) in [-1, 1], or a PIL image in mode "RGB",
-    with S in `sizes`. Nothing is converted silently: a uint8 tensor, a [0, 1] or [0, 255]
-    range, another PIL mode or another size raises.
+    with S in `sizes`. Nothing is converted silently: a uint8 tensor, values outside [-1, 1]
+    (e.g. a [0, 255] image), another PIL mode or another size raises. (A [0, 1] image lies
+    inside [-1, 1] and cannot be told apart: it would be read as a washed-out image.)
     """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - Pillow is a dependency
-        Image = None
-    if Image is not None and isinstance(image, Image.Image):
+    from PIL import Image
+
+    if isinstance(image, Image.Image):
         if image.mode != "RGB":
             raise ValueError(f"{name} is a PIL image in mode {image.mode!r}; convert it with .convert('RGB')")
         image = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
