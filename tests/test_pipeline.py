@@ -5,7 +5,6 @@ check the wiring, the seeding and the maths of the edits, not image quality.
 """
 from __future__ import annotations
 
-import math
 
 import numpy as np
 import pytest
