@@ -3,7 +3,7 @@
 * Smoke mode: every notebook and CLI call run by the tests takes a handful of steps.
 * IPYTHONDIR points at tests/ipython, whose startup file replaces `ipywidgets.interact`
   with a single call at default values (widgets still draw once, headless).
-* Matplotlib draws off-screen.
+* Matplotlib draws off-screen; one math thread per process.
 """
 from __future__ import annotations
 
@@ -16,6 +16,9 @@ os.environ.pop("DALLE_MINI_MODE", None)
 os.environ["IPYTHONDIR"] = str(HERE / "ipython")
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ.setdefault("PYTHONHASHSEED", "0")
+# One math thread per process: the notebooks' kernels and the tests share two cores, and
+# oversubscribed threads were measured 5-10x slower here (OMP_NUM_THREADS=2 vs 1 under load).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 def pytest_collectstart(collector):
