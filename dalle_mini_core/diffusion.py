@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from .schedule import NoiseSchedule
 
-__all__ = ["PREDICTIONS", "model_output_to_x0_eps", "Denoiser"]
+__all__ = ["PREDICTIONS", "check_prediction", "model_output_to_x0_eps", "Denoiser"]
 
 PREDICTIONS = ("eps", "x0", "v")
 
