@@ -250,30 +250,32 @@ def forward_flops_per_image(model: nn.Module, call: Callable, batch: dict) -> fl
     return counter.get_total_flops() / batch["x"].shape[0]
 
 
-def _timed_rate(fn: Callable[[], Any], flops: float, device: torch.device, iters: int, min_seconds: float) -> float:
-    """GFLOP/s of `fn` (worth `flops`), run at least `iters` times and at least `min_seconds`."""
+def _timed_rate(fn: Callable[[], Any], flops: float, device: torch.device, iters: int, min_seconds: float,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """GFLOP/s of `fn` (worth `flops`), run at least `iters` times and at least `min_seconds` of `clock`."""
     fn()  # warm-up
     _sync(device)
-    done, start = 0, time.perf_counter()
-    while done < iters or time.perf_counter() - start < min_seconds:
+    done, start = 0, clock()
+    while done < iters or clock() - start < min_seconds:
         fn()
         done += 1
         _sync(device)
-    return flops * done / (time.perf_counter() - start) / 1e9
+    return flops * done / (clock() - start) / 1e9
 
 
 def matmul_gflops(device: torch.device, dtype: torch.dtype = torch.float32, n: int | None = None,
-                  iters: int | None = None, min_seconds: float = 1.0) -> float:
+                  iters: int | None = None, min_seconds: float = 1.0, clock: Callable[[], float] = time.perf_counter) -> float:
     """Achieved GFLOP/s of a square n×n matrix product (2n³ FLOPs), over ≥ `iters` calls and ≥ `min_seconds`
     (long enough that a busy machine's scheduling averages out as it does for the models' steps)."""
     n = n or (8192 if device.type == "cuda" else 1024)
     iters = iters or (20 if device.type == "cuda" else 4)
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
-    return _timed_rate(lambda: a @ b, 2 * n**3, device, iters, min_seconds)
+    return _timed_rate(lambda: a @ b, 2 * n**3, device, iters, min_seconds, clock)
 
 
-def onednn_gemm_gflops(n: int = 1024, iters: int = 4, min_seconds: float = 1.0) -> float:
+def onednn_gemm_gflops(n: int = 1024, iters: int = 4, min_seconds: float = 1.0,
+                       clock: Callable[[], float] = time.perf_counter) -> float:
     """CPU only: GFLOP/s of the same n×n×n product run as a 1×1 convolution (oneDNN).
 
     On some CPUs (AMD with Intel MKL, as on the course's test machine) torch.mm's BLAS runs a
@@ -282,7 +284,7 @@ def onednn_gemm_gflops(n: int = 1024, iters: int = 4, min_seconds: float = 1.0) 
     """
     x = torch.randn(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)  # n pixels × n channels
     w = torch.randn(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
-    return _timed_rate(lambda: F.conv2d(x, w), 2 * n**3, torch.device("cpu"), iters, min_seconds)
+    return _timed_rate(lambda: F.conv2d(x, w), 2 * n**3, torch.device("cpu"), iters, min_seconds, clock)
 
 
 class _Timed:
@@ -373,7 +375,7 @@ def run_benchmark(
         "results": [],
         "missing": [],
     }
-    fp32_runs, bf16_runs, onednn_runs = [], [], []
+    fp32_runs, bf16_runs, onednn_runs, cpu_peak_runs = [], [], [], []
     for config in configs:
         size = MATCHED_CONFIGS[config]
         cands, missing = _candidates(size, peers)
@@ -397,6 +399,8 @@ def run_benchmark(
                 bf16_runs.append(matmul_gflops(device, torch.bfloat16))
             elif device.type == "cpu":
                 onednn_runs.append(onednn_gemm_gflops())
+                cpu_peak_runs.append(max(matmul_gflops(device, clock=time.process_time),
+                                         onednn_gemm_gflops(clock=time.process_time)))
             order = timed[r % len(timed):] + timed[: r % len(timed)]  # rotate the order each round
             for tm in order:
                 train_s[tm.cand.name].append(tm.train_step())
@@ -421,6 +425,7 @@ def run_benchmark(
             if device.type == "cpu":
                 # CPU seconds of this process: with one thread, robust to other programs' load
                 row["train_img_per_cpu_s"] = train_batch / statistics.median(c for _, c in train_s[name])
+                row["train_gflops_per_cpu_s"] = 3 * tm.fwd_flops * row["train_img_per_cpu_s"] / 1e9
                 row["sample_cpu_s_per_step"] = statistics.median(c for _, c in sample_s[name])
             out["results"].append(row)
         del timed
@@ -432,8 +437,12 @@ def run_benchmark(
     # the ceiling: bf16 matmul under CUDA autocast; on CPU the faster of the two fp32 GEMMs
     peak = out.get("matmul_bf16_gflops") or max(out["matmul_gflops"], out.get("gemm_onednn_gflops", 0.0))
     out["peak_gflops"] = peak
+    if cpu_peak_runs:  # the same ceiling per CPU-second: comparable with train_gflops_per_cpu_s
+        out["peak_gflops_per_cpu_s"] = statistics.median(cpu_peak_runs)
     for row in out["results"]:
         row["fraction_of_matmul_peak"] = row["train_gflops_per_s"] / peak
+        if "train_gflops_per_cpu_s" in row:
+            row["fraction_of_peak_per_cpu_s"] = row["train_gflops_per_cpu_s"] / out["peak_gflops_per_cpu_s"]
     if json_path is not None:
         path = Path(json_path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -449,21 +458,23 @@ def format_table(result: dict) -> str:
         f"autocast {result['autocast']}, repeats {result['repeats']} (medians)",
         f"fp32 matmul (torch.mm): {result['matmul_gflops']:.1f} GFLOP/s"
         + (f", fp32 GEMM as 1x1 conv (oneDNN): {result['gemm_onednn_gflops']:.1f} GFLOP/s" if "gemm_onednn_gflops" in result else "")
-        + (f", bf16 matmul: {result['matmul_bf16_gflops']:.1f} GFLOP/s" if "matmul_bf16_gflops" in result else ""),
+        + (f", bf16 matmul: {result['matmul_bf16_gflops']:.1f} GFLOP/s" if "matmul_bf16_gflops" in result else "")
+        + (f"; ceiling per CPU-second: {result['peak_gflops_per_cpu_s']:.1f} GFLOP/CPU-s" if "peak_gflops_per_cpu_s" in result else ""),
         "",
         f"| config | model | params (M) | fwd GFLOP/img | train img/s | sample s/step | train GFLOP/s | of {peak_name} "
-        "| train img/CPU-s | sample CPU-s/step |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| train img/CPU-s | sample CPU-s/step | train GFLOP/CPU-s | of ceiling per CPU-s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in result["results"]:
-        cpu = (f"{r['train_img_per_cpu_s']:.2f} | {r['sample_cpu_s_per_step']:.3f}" if "train_img_per_cpu_s" in r else "– | –")
+        cpu = (f"{r['train_img_per_cpu_s']:.2f} | {r['sample_cpu_s_per_step']:.3f} | {r['train_gflops_per_cpu_s']:.1f} | "
+               f"{100 * r['fraction_of_peak_per_cpu_s']:.1f}%" if "train_img_per_cpu_s" in r else "– | – | – | –")
         lines.append(
             f"| {r['config']} | {r['name']} | {r['params'] / 1e6:.2f} | {r['fwd_gflops_per_image']:.3f} | "
             f"{r['train_img_per_s']:.2f} | {r['sample_s_per_step']:.4f} | {r['train_gflops_per_s']:.1f} | "
             f"{100 * r['fraction_of_matmul_peak']:.1f}% | {cpu} |"
         )
     for m in result.get("missing", []):
-        lines.append(f"| {m['config']} | {m['name']} | missing: {m['missing']} | | | | | | | |")
+        lines.append(f"| {m['config']} | {m['name']} | missing: {m['missing']} | | | | | | | | | |")
     return "\n".join(lines)
 
 

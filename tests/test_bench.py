@@ -3,6 +3,7 @@ Timings are never asserted (the machine is shared); only structure and counted w
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 import torch
@@ -42,8 +43,10 @@ def test_run_benchmark_schema_and_missing_peer(tmp_path, monkeypatch):
 
     monkeypatch.setitem(bench._PEER_FACTORIES, "diffusers.UNet2DModel", missing)
     real_mm, real_gemm = bench.matmul_gflops, bench.onednn_gemm_gflops  # small ceilings: a fast test
-    monkeypatch.setattr(bench, "matmul_gflops", lambda device, dtype=torch.float32: real_mm(device, dtype, n=128, iters=1, min_seconds=0))
-    monkeypatch.setattr(bench, "onednn_gemm_gflops", lambda: real_gemm(n=128, iters=1, min_seconds=0))
+    monkeypatch.setattr(bench, "matmul_gflops", lambda device, dtype=torch.float32, clock=time.perf_counter:
+                        real_mm(device, dtype, n=128, iters=1, min_seconds=0, clock=clock))
+    monkeypatch.setattr(bench, "onednn_gemm_gflops", lambda clock=time.perf_counter:
+                        real_gemm(n=128, iters=1, min_seconds=0, clock=clock))
     path = tmp_path / "bench.json"
     out = bench.run_benchmark(("ref32",), peers=("diffusers.UNet2DModel",), device="cpu", repeats=1,
                               json_path=path, train_batch=2, sample_batch=1, warmup=0, log=None)
@@ -54,7 +57,7 @@ def test_run_benchmark_schema_and_missing_peer(tmp_path, monkeypatch):
     for r in out["results"]:
         assert set(r) >= {"name", "config", "params", "fwd_gflops_per_image", "train_img_per_s", "sample_s_per_step", "device"}
         assert r["config"] == "ref32" and r["params"] > 0 and r["train_img_per_s"] > 0
-        assert r["train_img_per_cpu_s"] > 0 and r["sample_cpu_s_per_step"] > 0
+        assert r["train_img_per_cpu_s"] > 0 and r["sample_cpu_s_per_step"] > 0 and r["fraction_of_peak_per_cpu_s"] > 0
     assert out["matmul_gflops"] > 0
     # the conditioned model does strictly more work than the plain one
     assert out["results"][1]["fwd_gflops_per_image"] > out["results"][0]["fwd_gflops_per_image"]
