@@ -549,7 +549,9 @@ def evaluate_prior(
     ``nearest_neighbour``):
 
     * ``retrieval_top1`` — fraction of captions whose predicted embedding is closest (cosine) to
-      their own true image embedding among the n true image embeddings (chance 1/n);
+      their own true image embedding among the n true image embeddings (chance 1/n). Strict:
+      where another gallery scene also fits a caption (shapes captions leave attributes out),
+      retrieving it counts as a miss, for every method alike;
     * ``cosine_to_true`` — mean cosine similarity to the true image embedding;
     * ``cosine_to_unrelated`` — the same against another caption's image embedding (a floor);
     * ``diversity`` — mean pairwise cosine distance of `diversity_samples` predictions for one
