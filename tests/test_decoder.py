@@ -13,6 +13,8 @@ from dalle_mini_core.decoder import (
     Decoder,
     DecoderConfig,
     PositionalAttention,
+    attribute_accuracy,
+    embed_shapes,
     embedding_batches,
 )
 from dalle_mini_core.prior import scale_embedding
@@ -263,3 +265,30 @@ def test_embedding_batches_are_a_pure_function_of_the_step():
     assert not torch.equal(fn(5)["tokens"], fn(6)["tokens"]) or not torch.equal(fn(5)["tokens"], fn(7)["tokens"])
     b = fn(0)
     assert torch.equal(bank["image_emb"][b["tokens"][:, 0]], b["image_emb"])  # rows stay paired
+
+
+class FakeCLIP(torch.nn.Module):
+    """encode_image: a fixed random projection of the pixels, unit-normalised (stands in for CLIP)."""
+
+    def __init__(self, size: int = 32) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(3 * size * size, D)
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.proj(images.flatten(1)), dim=-1)
+
+
+def test_embed_shapes_and_attribute_accuracy_run_end_to_end():
+    torch.manual_seed(0)
+    clip = FakeCLIP()
+    bank = embed_shapes(clip, 4, num_objects=(1,), batch_size=3)
+    assert bank["image"].shape == (4, 3, 32, 32) and bank["image_emb"].shape == (4, D)
+    torch.testing.assert_close(bank["image_emb"].norm(dim=-1), torch.ones(4))
+    assert bank["tokens"].shape[0] == 4 and len(bank["caption"]) == 4
+    unet = UNetConfig(image_size=32, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(16,), num_heads=2, num_groups=8)
+    dec = Decoder(DecoderConfig(unet=unet, embed_dim=D, context_width=16, spatial="attention"))
+    acc = attribute_accuracy(dec, clip, num_images=3, steps=2, batch_size=2)
+    assert acc["images"].shape == (3, 3, 32, 32) and len(acc["captions"]) == 3
+    assert all(0.0 <= acc[k] <= 1.0 for k in ("shape", "colour", "size", "position", "all"))
+    assert acc["captions"][0].startswith("a ")  # the full one-object template
