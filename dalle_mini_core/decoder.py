@@ -73,6 +73,7 @@ __all__ = [
     "attribute_accuracy",
     "load_shapes_clip",
     "train_decoder",
+    "compare_spatial",
 ]
 
 SPATIAL_OPTIONS = ("none", "attention", "map")
@@ -704,3 +705,39 @@ def train_decoder(
     result = train(decoder, embedding_batches(bank, r.batch_size, seed=seed), tc)
     trained = result.ema if result.ema is not None else result.model
     return trained.eval(), result
+
+
+def compare_spatial(
+    mode: str | None = None,
+    *,
+    clip: nn.Module | None = None,
+    options: tuple[str, ...] = SPATIAL_OPTIONS,
+    recipe: DecoderRecipe | None = None,
+    num_eval: int = 300,
+    guidance_scale: float | None = 3.0,
+    sample_steps: int = 25,
+    seed: int = 0,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """The position experiment: one decoder per `spatial` option, same one-object data, same budget.
+
+    Every decoder trains on the same bank of CLIP embeddings of one-object scenes with the same
+    recipe (`RECIPES[mode]` with ``num_objects=(1,)`` unless `recipe` is given), then decodes the
+    embeddings of `num_eval` test scenes. Returns {option: {"shape", "colour", "size", "position",
+    "all", "steps", "train_s"}}; chance for position is 1/9.
+    """
+    from .device import run_mode
+
+    mode = mode or run_mode()
+    r = recipe or dataclasses.replace(RECIPES[mode], num_objects=(1,))
+    clip = clip if clip is not None else load_shapes_clip(mode, progress=progress)
+    bank = embed_shapes(clip, r.num_images, num_objects=r.num_objects, seed=seed, num_workers=r.num_workers)
+    results = {}
+    for option in options:
+        decoder, result = train_decoder(mode, clip=clip, recipe=r, spatial=option, bank=bank, seed=seed,
+                                        progress=progress)
+        acc = attribute_accuracy(decoder, clip, num_images=num_eval, guidance_scale=guidance_scale,
+                                 steps=sample_steps, seed=seed)
+        results[option] = {k: acc[k] for k in ("shape", "colour", "size", "position", "all")}
+        results[option].update(steps=result.step, train_s=result.train_time_s)
+    return results

@@ -10,10 +10,12 @@ import torch.nn.functional as F
 
 from dalle_mini_core.checkpoints import load_checkpoint, save_checkpoint
 from dalle_mini_core.decoder import (
+    RECIPES,
     Decoder,
     DecoderConfig,
     PositionalAttention,
     attribute_accuracy,
+    compare_spatial,
     embed_shapes,
     embedding_batches,
 )
@@ -292,3 +294,13 @@ def test_embed_shapes_and_attribute_accuracy_run_end_to_end():
     assert acc["images"].shape == (3, 3, 32, 32) and len(acc["captions"]) == 3
     assert all(0.0 <= acc[k] <= 1.0 for k in ("shape", "colour", "size", "position", "all"))
     assert acc["captions"][0].startswith("a ")  # the full one-object template
+
+
+def test_compare_spatial_trains_one_decoder_per_option_on_the_same_budget():
+    torch.manual_seed(0)
+    recipe = dataclasses.replace(RECIPES["smoke"], steps=1, num_images=8, num_objects=(1,))
+    out = compare_spatial("smoke", clip=FakeCLIP(), options=("none", "map"), recipe=recipe, num_eval=2,
+                          sample_steps=1)
+    assert set(out) == {"none", "map"}
+    assert out["none"]["steps"] == out["map"]["steps"] == 1
+    assert 0.0 <= out["map"]["position"] <= 1.0
