@@ -102,13 +102,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import run_benchmark
+    from .bench import format_table, run_benchmark
 
-    result = run_benchmark(configs=tuple(args.configs), repeats=args.repeats, json_path=args.json)
+    result = run_benchmark(configs=tuple(args.configs), repeats=args.repeats, json_path=args.json,
+                           threads=args.threads)
+    print(format_table(result))
     if args.json:
         print(f"wrote {args.json}")
-    else:
-        print(json.dumps(result, indent=2))
     return 0
 
 
@@ -138,7 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["unet"])
     p.add_argument("--json", help="write the results to this JSON file")
     p.add_argument("--configs", nargs="+", default=["ref32"], choices=["ref32", "ref64"])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (medians are reported)")
+    p.add_argument("--threads", type=int, help="torch threads (1 is steadier on a shared CPU)")
     p.set_defaults(fn=_cmd_bench)
     return parser
 
