@@ -627,16 +627,21 @@ class CLIPRecipe:
     weight_decay: float = 0.05  # AdamW decay on matrices
 
 
+# Measured with seed 0 (notebook 06 and the CLIP report): shapes "cpu" (1,200 × 128) reaches
+# 97.8% text→image top-1 among 100 test scenes on a CPU (97.6% when the same recipe ran on a
+# GPU); 2,400 steps gave 98.4%. On a GPU the NumPy scene renderer (about 1,150 scenes/s) sets
+# the pace, so bigger batches buy little. emoji: the train split is learnt by heart within
+# 800 steps and test-split retrieval (unseen emoji names) stops improving there.
 RECIPES: dict[str, dict[str, CLIPRecipe]] = {
     "shapes": {
         "smoke": CLIPRecipe(steps=4, batch_size=16, warmup_steps=2),
         "cpu": CLIPRecipe(steps=1200, batch_size=128),
-        "gpu": CLIPRecipe(steps=6000, batch_size=512),
+        "gpu": CLIPRecipe(steps=2400, batch_size=128),
     },
     "emoji": {
         "smoke": CLIPRecipe(steps=4, batch_size=16, warmup_steps=2),
         "cpu": CLIPRecipe(steps=800, batch_size=128),
-        "gpu": CLIPRecipe(steps=4000, batch_size=256),
+        "gpu": CLIPRecipe(steps=800, batch_size=128),
     },
 }
 
