@@ -2,6 +2,7 @@
 
     dalle-mini demo                 the main job (see README): pictures into runs/demo/
     dalle-mini train all --mode gpu train every stage of the shapes pipeline
+    dalle-mini eval shapes --json F what the trained CLIP and prior know, measured
     dalle-mini bench unet --json F  U-Net speed against peer implementations
     dalle-mini info                 versions, device and run mode
 
@@ -129,6 +130,20 @@ def _demo_samples(path: Path, seed: int) -> Path | None:
     return save_grid(x0.cpu(), path, nrow=8, scale=4)
 
 
+def _cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate the trained stages of a dataset's pipeline; print and optionally save JSON."""
+    from .evaluate import evaluate
+
+    report = evaluate(args.dataset, weights=args.weights, n=args.n, seed=args.seed)
+    text = json.dumps(report, indent=2)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(text + "\n")
+        print(f"wrote {args.json}")
+    print(text)
+    return 0
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from .bench import format_table, run_benchmark
 
@@ -161,6 +176,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bank", type=int, help="scenes rendered once and sampled from (default by mode)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_train)
+
+    p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)")
+    p.add_argument("dataset", choices=["shapes", "emoji"])
+    p.add_argument("--weights", help="folder with <dataset>_clip / <dataset>_prior (default: shipped data/weights)")
+    p.add_argument("--json", help="also write the report to this file")
+    p.add_argument("--n", type=int, help="samples per measurement (default 200; 16 in smoke mode)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("bench", help="speed benchmarks")
     p.add_argument("what", choices=["unet"])

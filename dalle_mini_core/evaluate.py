@@ -1,0 +1,105 @@
+"""``dalle-mini eval shapes|emoji --json FILE``: one report of what each trained stage knows.
+
+Sections (each carries the sample count and seed it used):
+
+* ``clip``  — zero-shot retrieval on the held-out test split: ``text_to_image_top1``,
+  ``text_to_image_top5`` among ``gallery_size`` candidates (mean over galleries), and on shapes
+  ``zero_shot_attribute_accuracy`` (colour, shape, size, position of one-object test scenes);
+* ``prior`` — ``retrieval_top1`` and ``cosine_to_true`` of prior samples against the true image
+  embeddings of held-out captions, keyed ``prior``, ``text_embedding`` and ``nearest_neighbour``
+  (the two baselines of notebook 07), when prior weights exist.
+
+The weights are ``<dataset>_clip`` and ``<dataset>_prior`` in a folder (``--weights``, e.g. the
+output of ``dalle-mini train``), or the shipped ones in ``data/weights``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .device import get_device, run_mode
+
+__all__ = ["evaluate", "load_stage"]
+
+DATASETS = ("shapes", "emoji")
+
+
+def load_stage(dataset: str, stage: str, weights: str | Path | None = None) -> torch.nn.Module | None:
+    """`<dataset>_<stage>` from `weights` (a folder) or the shipped data/weights; None if absent."""
+    from .checkpoints import load_checkpoint, load_pretrained, read_checkpoint_json
+    from .checkpoints import _import_object  # the JSON names the model class
+
+    name = f"{dataset}_{stage}"
+    if weights is None:
+        try:
+            model = load_pretrained(name, device=get_device())
+        except FileNotFoundError:
+            return None
+    else:
+        stem = Path(weights) / name
+        if not stem.with_suffix(".safetensors").is_file():
+            return None
+        cls = _import_object(read_checkpoint_json(stem)["model_class"])
+        model = load_checkpoint(stem, cls, device=get_device())
+    return model.float().eval()
+
+
+def _datasets(dataset: str, n_train: int, n_test: int):
+    if dataset == "shapes":
+        from .data.shapes import ShapesDataset
+
+        return (ShapesDataset("train", length=n_train, image_size=32, seed=0),
+                ShapesDataset("test", length=n_test, image_size=32, seed=0))
+    from .data.emoji import EmojiDataset
+
+    return EmojiDataset("train", image_size=64), EmojiDataset("test", image_size=64)
+
+
+@torch.no_grad()
+def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None = None, seed: int = 0,
+             gallery_size: int | None = None) -> dict[str, Any]:
+    """The report described in the module docstring, as a JSON-ready dict."""
+    from .clip import attribute_accuracy, evaluate_retrieval
+    from .prior import embed_dataset, evaluate_prior
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    clip = load_stage(dataset, "clip", weights)
+    if clip is None:
+        where = weights or "data/weights"
+        raise FileNotFoundError(f"no {dataset}_clip weights in {where}; train them first, e.g. "
+                                f"`dalle-mini train clip --out runs/weights` for shapes")
+    smoke = run_mode() == "smoke"
+    n = n or (16 if smoke else 200)
+    n_test = max(1000, n) if dataset == "shapes" else None
+    train_set, test_set = _datasets(dataset, n_train=max(2000, 4 * n) if not smoke else 64, n_test=n_test or 0)
+    gallery = gallery_size or min(100, len(test_set))
+    galleries = max(1, min(10, len(test_set) // gallery))
+    report: dict[str, Any] = {"dataset": dataset, "weights": str(weights or "data/weights"), "run_mode": run_mode()}
+
+    # 1. CLIP: retrieval over galleries of held-out items, and zero-shot attributes (shapes)
+    r = evaluate_retrieval(clip, test_set, gallery_size=gallery, num_galleries=galleries, seed=seed)
+    section: dict[str, Any] = {"text_to_image_top1": r["text_to_image_top1"], "text_to_image_top5": r["text_to_image_top5"],
+                               "image_to_text_top1": r["image_to_text_top1"], "gallery_size": gallery,
+                               "num_galleries": galleries, "n": gallery * galleries, "seed": seed}
+    if dataset == "shapes":
+        from .data.shapes import ShapesDataset
+
+        one = ShapesDataset("test", length=n, image_size=32, num_objects=1, seed=seed)
+        acc = attribute_accuracy(clip, one, n=n)
+        section["zero_shot_attribute_accuracy"] = dict(acc["accuracy"], all=acc["all_correct"], n=n, seed=seed)
+    report["clip"] = section
+
+    # 2. Prior against its baselines, when a prior exists
+    prior = load_stage(dataset, "prior", weights)
+    if prior is not None:
+        train_emb = embed_dataset(clip, train_set, len(train_set))
+        test_emb = embed_dataset(clip, test_set, len(test_set))
+        n_prior = min(n, len(set(test_emb["caption"])))
+        ev = evaluate_prior(prior, train_emb, test_emb, n=n_prior, seed=seed, steps=8 if smoke else 64)
+        report["prior"] = {"retrieval_top1": ev["retrieval_top1"], "cosine_to_true": ev["cosine_to_true"],
+                           "cosine_to_unrelated": ev["cosine_to_unrelated"], "chance_top1": ev["chance_top1"],
+                           "n": ev["n"], "seed": seed, "steps": ev["steps"]}
+    return report
