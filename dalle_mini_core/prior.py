@@ -545,8 +545,10 @@ def evaluate_prior(
     """Score the prior against the two baselines on `n` held-out captions with distinct text.
 
     `train` / `test` are `embed_dataset` outputs (the nearest-neighbour baseline searches
-    `train`). Returns a dict with, per method (``prior``, ``text_embedding``,
-    ``nearest_neighbour``):
+    `train`). Methods: ``prior`` (a sample, as the decoder would get it: `steps`,
+    `guidance_scale`, best of `best_of`), ``prior_mean`` (one denoising step from pure noise:
+    the network's estimate of E[z_i | y], the centre of the images a caption allows, not a
+    sample), ``text_embedding`` and ``nearest_neighbour``. Returns a dict with, per method:
 
     * ``retrieval_top1`` — fraction of captions whose predicted embedding is closest (cosine) to
       their own true image embedding among the n true image embeddings (chance 1/n). Strict:
@@ -555,7 +557,7 @@ def evaluate_prior(
     * ``cosine_to_true`` — mean cosine similarity to the true image embedding;
     * ``cosine_to_unrelated`` — the same against another caption's image embedding (a floor);
     * ``diversity`` — mean pairwise cosine distance of `diversity_samples` predictions for one
-      caption, averaged over `diversity_captions` captions (the baselines are deterministic: 0);
+      caption, averaged over `diversity_captions` captions (the others are deterministic: 0);
 
     plus ``n``, ``seed`` and the sampling settings.
     """
@@ -578,6 +580,7 @@ def evaluate_prior(
         prior_pred = prior.sample(text_emb, tokens, **sample_kwargs).cpu()
     predictions = {
         "prior": prior_pred,
+        "prior_mean": prior.sample(text_emb, tokens, steps=1, guidance_scale=guidance_scale, generator=g).cpu(),
         "text_embedding": text_embedding_baseline(text_emb),
         "nearest_neighbour": nearest_neighbour_baseline(text_emb, train["text_emb"], train["image_emb"]),
     }
@@ -594,6 +597,6 @@ def evaluate_prior(
     result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
-    result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    result["diversity"] = {"prior": prior_diversity, "prior_mean": 0.0, "text_embedding": 0.0, "nearest_neighbour": 0.0}
     result["chance_top1"] = 1.0 / n
     return result

@@ -314,7 +314,7 @@ def test_evaluate_prior_report_keys():
     tokens[:, 0] = torch.arange(N)  # every caption distinct
     data = {"text_emb": unit(N, D), "image_emb": unit(N, D, seed=1), "tokens": tokens}
     out = evaluate_prior(prior, data, data, n=12, seed=3, steps=4, diversity_captions=2, diversity_samples=3)
-    methods = {"prior", "text_embedding", "nearest_neighbour"}
+    methods = {"prior", "prior_mean", "text_embedding", "nearest_neighbour"}
     assert out["n"] == 12 and out["seed"] == 3
     for key in ("retrieval_top1", "cosine_to_true", "cosine_to_unrelated", "diversity"):
         assert set(out[key]) == methods
