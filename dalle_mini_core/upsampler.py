@@ -23,6 +23,12 @@ Three choices from the paper:
 * **Few steps.** The low-res image carries most of the information, so DDIM with 10–25 steps
   is enough (`sample`).
 
+One departure: the U-Net predicts v = sqrt(ᾱ_t) ε − sqrt(1 − ᾱ_t) x₀ (Salimans & Ho 2022, §4) by
+default, not ε. With the conditioning image the clean x₀ is almost known, and an ε-predicting
+upsampler must learn the exact noise at every level before its samples stop being noise. Measured
+(16→32 shapes, the same small U-Net, 250 AdamW steps of 12 images on a CPU, 20 DDIM steps): ε gave
+samples at RMSE 0.90 from the truth (noise), v gave 0.12 (bilinear upsampling: 0.09).
+
 Code names ↔ symbols: ``low_res`` = z (the conditioning image), ``aug_t`` = s (noise-augmentation
 level, an index into the training schedule), ``x_t`` = x_t.
 """
@@ -78,7 +84,7 @@ class UpsamplerConfig:
     blur_sigma: tuple[float, float] = (0.4, 0.6)  # Gaussian blur σ range, in low-res pixels (drawn uniformly)
     noise_aug_max_t: int = 0  # Gaussian noise augmentation: level s ~ U{0..max} of the schedule (0: off)
     noise_aug_sample_t: int = 0  # the level s used at sampling (with noise augmentation on)
-    prediction: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
+    prediction: str = "v"  # what the U-Net predicts: "eps", "x0" or "v" (see the module docstring)
     schedule: str = "cosine"  # noise schedule kind (NoiseSchedule.make)
     num_timesteps: int = 1000  # T of the training schedule
 
@@ -352,6 +358,7 @@ class UpsamplerRecipe:
     warmup_steps: int = 200  # linear warm-up steps
     ema_decay: float = 0.999  # EMA of the weights, sampled from
     num_workers: int = 0  # DataLoader workers for rendering
+    prediction: str = "v"  # what the U-Net predicts (v learns far faster than ε here; module docstring)
 
 
 RECIPES: dict[str, UpsamplerRecipe] = {
@@ -441,7 +448,7 @@ def train_upsampler(
     unet = UNetConfig(image_size=images.shape[-1], base_channels=r.base_channels, channel_mult=r.channel_mult,
                       num_res_blocks=r.num_res_blocks, attention_resolutions=(), num_groups=min(32, r.base_channels))
     config = UpsamplerConfig(unet=unet, low_res_size=images.shape[-1] // 2, blur_probability=blur_probability,
-                             blur_sigma=blur_sigma, noise_aug_max_t=noise_aug_max_t,
+                             blur_sigma=blur_sigma, noise_aug_max_t=noise_aug_max_t, prediction=r.prediction,
                              noise_aug_sample_t=min(noise_aug_max_t, 50) if noise_aug_max_t else 0)
     upsampler = Upsampler(config)
     if get_device().type == "cuda":
