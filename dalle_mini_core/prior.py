@@ -546,9 +546,8 @@ def evaluate_prior(
 
     `train` / `test` are `embed_dataset` outputs (the nearest-neighbour baseline searches
     `train`). Methods: ``prior`` (a sample, as the decoder would get it: `steps`,
-    `guidance_scale`, best of `best_of`), ``prior_mean`` (one denoising step from pure noise:
-    the network's estimate of E[z_i | y], the centre of the images a caption allows, not a
-    sample), ``text_embedding`` and ``nearest_neighbour``. Returns a dict with, per method:
+    `guidance_scale`, best of `best_of`), ``text_embedding`` and ``nearest_neighbour``.
+    Returns a dict with, per method:
 
     * ``retrieval_top1`` — fraction of captions whose predicted embedding is closest (cosine) to
       their own true image embedding among the n true image embeddings (chance 1/n). Strict:
@@ -559,7 +558,9 @@ def evaluate_prior(
     * ``diversity`` — mean pairwise cosine distance of `diversity_samples` predictions for one
       caption, averaged over `diversity_captions` captions (the others are deterministic: 0);
 
-    plus ``n``, ``seed`` and the sampling settings.
+    plus ``prior_mean``: the first three scores of the prior's *mean* (one denoising step from
+    pure noise, the network's estimate of E[z_i | y]: the centre of the images a caption allows,
+    a point rather than a sample), and ``n``, ``seed``, ``chance_top1`` and the sampling settings.
     """
     # 1. n distinct test captions, and an unrelated partner for each (a seeded derangement)
     rows = _distinct_rows(test["tokens"], n)
@@ -578,9 +579,9 @@ def evaluate_prior(
         prior_pred = prior.sample_best_of(text_emb, tokens, n=best_of, **sample_kwargs).cpu()
     else:
         prior_pred = prior.sample(text_emb, tokens, **sample_kwargs).cpu()
+    prior_mean = prior.sample(text_emb, tokens, steps=1, guidance_scale=guidance_scale, generator=g).cpu()
     predictions = {
         "prior": prior_pred,
-        "prior_mean": prior.sample(text_emb, tokens, steps=1, guidance_scale=guidance_scale, generator=g).cpu(),
         "text_embedding": text_embedding_baseline(text_emb),
         "nearest_neighbour": nearest_neighbour_baseline(text_emb, train["text_emb"], train["image_emb"]),
     }
@@ -597,6 +598,11 @@ def evaluate_prior(
     result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
-    result["diversity"] = {"prior": prior_diversity, "prior_mean": 0.0, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    result["prior_mean"] = {
+        "retrieval_top1": retrieval_top1(prior_mean, image_emb),
+        "cosine_to_true": cosine_to_true(prior_mean, image_emb),
+        "cosine_to_unrelated": cosine_to_true(prior_mean, image_emb[partner]),
+    }
     result["chance_top1"] = 1.0 / n
     return result
