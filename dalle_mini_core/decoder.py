@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import Denoiser, check_prediction
+from .diffusion import Denoiser, check_embeddings, check_prediction
 from .prior import scale_embedding
 from .sampling import ddim_invert, ddim_sample, ddpm_sample, guided
 from .schedule import NoiseSchedule
@@ -357,14 +357,6 @@ class DecoderNet(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-def _check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
-    if not torch.is_tensor(emb) or not emb.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor")
-    if emb.dim() != 2 or emb.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
-    return emb
-
-
 class Decoder(Denoiser):
     """The unCLIP decoder: a `Denoiser` whose net is a `DecoderNet`.
 
@@ -394,7 +386,7 @@ class Decoder(Denoiser):
 
     def model_kwargs(self, image_emb: torch.Tensor, tokens: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The conditional keyword arguments of the net for unit-norm embeddings (nothing dropped)."""
-        image_emb = _check_embeddings("image_emb", image_emb, self.config.embed_dim)
+        image_emb = check_embeddings("image_emb", image_emb, self.config.embed_dim)
         B = image_emb.shape[0]
         kwargs = {"image_emb": scale_embedding(image_emb.to(self.device, torch.float32)),
                   "drop_image": torch.zeros(B, dtype=torch.bool, device=self.device)}
@@ -426,7 +418,7 @@ class Decoder(Denoiser):
             if key not in batch:
                 raise KeyError(f"batch has no {key!r} entry; keys: {sorted(batch)}")
         image = batch["image"]
-        image_emb = _check_embeddings("batch['image_emb']", batch["image_emb"], self.config.embed_dim)
+        image_emb = check_embeddings("batch['image_emb']", batch["image_emb"], self.config.embed_dim)
         if not torch.is_tensor(image) or image.dim() != 4 or image.shape[0] != image_emb.shape[0]:
             raise ValueError("batch['image'] must be (B, C, H, W) with the batch size of batch['image_emb']")
         inner = {"image": image.to(self.device),

@@ -28,9 +28,19 @@ import torch.nn.functional as F
 
 from .schedule import NoiseSchedule
 
-__all__ = ["PREDICTIONS", "check_prediction", "model_output_to_x0_eps", "Denoiser"]
+__all__ = ["PREDICTIONS", "check_prediction", "check_embeddings", "model_output_to_x0_eps", "Denoiser"]
 
 PREDICTIONS = ("eps", "x0", "v")
+
+
+def check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
+    """Return `emb` if it is a float tensor of shape (B, `dim`) (a batch of CLIP embeddings);
+    raise a TypeError/ValueError naming `name` otherwise. Used by the prior and the decoder."""
+    if not torch.is_tensor(emb) or not emb.is_floating_point():
+        raise TypeError(f"{name} must be a float tensor")
+    if emb.dim() != 2 or emb.shape[1] != dim:
+        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
+    return emb
 
 
 def check_prediction(prediction: str) -> str:

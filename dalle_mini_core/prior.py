@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .diffusion import Denoiser
+from .diffusion import Denoiser, check_embeddings
 from .sampling import ddim_sample, ddpm_sample, guided
 from .schedule import NoiseSchedule
 from .unet import timestep_embedding
@@ -289,14 +289,6 @@ class PriorTransformer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
-    if not torch.is_tensor(emb) or not emb.is_floating_point():
-        raise TypeError(f"{name} must be a float tensor")
-    if emb.dim() != 2 or emb.shape[1] != dim:
-        raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
-    return emb
-
-
 class DiffusionPrior(Denoiser):
     """The unCLIP diffusion prior: a `Denoiser` that predicts x₀ = scaled z_i with a `PriorTransformer`.
 
@@ -332,8 +324,8 @@ class DiffusionPrior(Denoiser):
             if key not in batch:
                 raise KeyError(f"batch has no {key!r} entry; keys: {sorted(batch)}")
         D = self.config.embed_dim
-        text_emb = _check_embeddings("batch['text_emb']", batch["text_emb"], D)
-        image_emb = _check_embeddings("batch['image_emb']", batch["image_emb"], D)
+        text_emb = check_embeddings("batch['text_emb']", batch["text_emb"], D)
+        image_emb = check_embeddings("batch['image_emb']", batch["image_emb"], D)
         if image_emb.shape[0] != text_emb.shape[0]:
             raise ValueError("batch['text_emb'] and batch['image_emb'] have different batch sizes")
         device = self.net.query.device
@@ -365,7 +357,7 @@ class DiffusionPrior(Denoiser):
         conditional model; a number wraps it with `sampling.guided`, whose unconditional half
         sets ``drop_text`` (1: conditional, 0: unconditional, > 1: stronger text adherence).
         """
-        text_emb = _check_embeddings("text_emb", text_emb, self.config.embed_dim)
+        text_emb = check_embeddings("text_emb", text_emb, self.config.embed_dim)
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
         device = self.net.query.device
