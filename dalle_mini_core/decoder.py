@@ -32,6 +32,12 @@ but leaves the *position* at chance for a long time (measured in DESIGN.md). The
   direct "what goes where" sketch, in the spirit of spatial conditioning maps (e.g. the
   layout-to-image models; here it is learned from the embedding).
 
+Measured (notebook 08, §7; 600 CPU steps of 32 one-object scenes, 150 decoded test scenes, ±0.04):
+position right 0.59 with the time-embedding shift alone, 0.65 with the four context tokens (the
+paper's decoder, ``spatial="none"``), 0.70 with ``"attention"``, 0.67 with ``"map"`` (chance 0.11).
+With a CLIP image embedding, position is learnable without an explicit path (zero-padded
+convolutions tell pixels where the borders are); the explicit paths made it somewhat easier.
+
 Embedding scale: CLIP embeddings are unit vectors; the decoder multiplies them by sqrt(D)
 before use (`prior.scale_embedding`, the one rule of the course).
 
