@@ -363,7 +363,7 @@ class DiffusionPrior(Denoiser):
         device = self.net.query.device
         B = text_emb.shape[0]
         # 1. the sampling schedule and the conditioning
-        schedule = self.schedule.respace(steps)
+        schedule = self.schedule.respace(steps).to(device)  # respacing builds CPU buffers
         cond = {
             "text_emb": scale_embedding(text_emb.to(device)),
             "tokens": tokens.to(device) if (tokens is not None and self.config.use_tokens) else None,
