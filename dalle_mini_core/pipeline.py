@@ -170,6 +170,16 @@ def check_image(image: object, sizes: Sequence[int], name: str = "image") -> tor
 # --------------------------------------------------------------------------------------------
 
 
+def _shown(path: Path) -> str:
+    """`path` relative to the repository when it lies inside it (messages stay machine-independent)."""
+    from .paths import repo_root
+
+    try:
+        return str(Path(path).resolve().relative_to(repo_root()))
+    except ValueError:
+        return str(path)
+
+
 class UnCLIP(nn.Module):
     """CLIP + diffusion prior + decoder (+ upsampler): text-to-image and the §3 edits.
 
@@ -227,7 +237,7 @@ class UnCLIP(nn.Module):
         missing = [f"{dataset}_{p}" for p in parts if not (weights / f"{dataset}_{p}.safetensors").is_file()]
         if missing:
             raise FileNotFoundError(
-                f"no {dataset} pipeline weights in {weights} (missing: {', '.join(missing)}). "
+                f"no {dataset} pipeline weights in {_shown(weights)} (missing: {', '.join(missing)}). "
                 f"Train them with `dalle-mini train all` (a GPU run; see the README), or build a pipeline "
                 f"from your own parts with UnCLIP(clip, prior, decoder, upsampler)."
             )
