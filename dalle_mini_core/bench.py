@@ -307,28 +307,33 @@ class _Timed:
         self.opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         self.fwd_flops = forward_flops_per_image(model.eval(), cand.call, _make_batch(2, size, device, g))
 
-    def train_step(self) -> tuple[float, float]:
-        """(wall, CPU) seconds for forward + MSE + backward + AdamW step on the training batch."""
+    def train_step(self, inner: int = 1) -> tuple[float, float]:
+        """(wall, CPU) seconds per step of forward + MSE + backward + AdamW on the training batch,
+        averaged over `inner` back-to-back steps (one sync at each end: on a GPU a lone step is
+        mostly launch latency)."""
         model, b = self.model.train(), self.train_b
         _sync(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
-        with _autocast(self.device):
-            loss = F.mse_loss(self.cand.call(model, b).float(), b["target"])
-        loss.backward()
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
+        for _ in range(inner):
+            with _autocast(self.device):
+                loss = F.mse_loss(self.cand.call(model, b).float(), b["target"])
+            loss.backward()
+            self.opt.step()
+            self.opt.zero_grad(set_to_none=True)
         _sync(self.device)
-        return time.perf_counter() - start, time.process_time() - cpu_start
+        return (time.perf_counter() - start) / inner, (time.process_time() - cpu_start) / inner
 
-    def sample_step(self) -> tuple[float, float]:
-        """(wall, CPU) seconds for one no-grad forward on the sampling batch (one denoising step)."""
+    def sample_step(self, inner: int = 1) -> tuple[float, float]:
+        """(wall, CPU) seconds per no-grad forward on the sampling batch (one denoising step),
+        averaged over `inner` back-to-back calls."""
         model, b = self.model.eval(), self.sample_b
         _sync(self.device)
         start, cpu_start = time.perf_counter(), time.process_time()
         with torch.no_grad(), _autocast(self.device):
-            self.cand.call(model, b)
+            for _ in range(inner):
+                self.cand.call(model, b)
         _sync(self.device)
-        return time.perf_counter() - start, time.process_time() - cpu_start
+        return (time.perf_counter() - start) / inner, (time.process_time() - cpu_start) / inner
 
 
 def run_benchmark(
@@ -343,6 +348,7 @@ def run_benchmark(
     warmup: int = 1,
     seed: int = 0,
     threads: int | None = None,
+    inner: int | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict:
     """Time our U-Net and the installed peers at each matched config; return (and save) a dict.
@@ -350,6 +356,7 @@ def run_benchmark(
     Returns {"device", "torch", "threads", "repeats", "matmul_gflops", ["matmul_bf16_gflops"],
     "results": [{name, config, params, fwd_gflops_per_image, train_img_per_s, sample_s_per_step,
     train_gflops_per_s, device, ...}], "missing": [...]}; all timings are medians over `repeats`.
+    Each timing averages `inner` back-to-back steps (default 1 on CPU, 10 on CUDA).
     """
     from .device import get_device
 
@@ -359,6 +366,9 @@ def run_benchmark(
         raise ValueError(f"unknown configs {unknown}; choose from {list(MATCHED_CONFIGS)}")
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    inner = inner if inner is not None else (10 if device.type == "cuda" else 1)
+    if inner < 1:
+        raise ValueError(f"inner must be >= 1, got {inner}")
     if threads is not None:
         if threads < 1:
             raise ValueError(f"threads must be >= 1, got {threads}")
@@ -371,6 +381,7 @@ def run_benchmark(
         "repeats": repeats,
         "train_batch": train_batch,
         "sample_batch": sample_batch,
+        "inner_steps": inner,
         "autocast": "bf16" if device.type == "cuda" else "off (fp32)",
         "results": [],
         "missing": [],
@@ -403,8 +414,8 @@ def run_benchmark(
                                          onednn_gemm_gflops(clock=time.process_time)))
             order = timed[r % len(timed):] + timed[: r % len(timed)]  # rotate the order each round
             for tm in order:
-                train_s[tm.cand.name].append(tm.train_step())
-                sample_s[tm.cand.name].append(tm.sample_step())
+                train_s[tm.cand.name].append(tm.train_step(inner))
+                sample_s[tm.cand.name].append(tm.sample_step(inner))
             say(f"[{config}] round {r + 1}/{repeats} done")
         for tm in timed:
             name = tm.cand.name
@@ -490,9 +501,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--train-batch", type=int, default=32)
     p.add_argument("--sample-batch", type=int, default=16)
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--inner", type=int, default=None, help="back-to-back steps per timing (default 1 on CPU, 10 on CUDA)")
     p.add_argument("--json", default=None, help="write the results to this JSON file")
     args = p.parse_args(argv)
     result = run_benchmark(args.configs, args.peers, args.device, args.repeats, args.json,
-                           train_batch=args.train_batch, sample_batch=args.sample_batch, threads=args.threads)
+                           train_batch=args.train_batch, sample_batch=args.sample_batch, threads=args.threads,
+                           inner=args.inner)
     print(format_table(result))
     return 0

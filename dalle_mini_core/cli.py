@@ -134,7 +134,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate the trained stages of a dataset's pipeline; print and optionally save JSON."""
     from .evaluate import evaluate
 
-    report = evaluate(args.dataset, weights=args.weights, n=args.n, seed=args.seed)
+    report = evaluate(args.dataset, weights=args.weights, n=args.n, seed=args.seed, captions=not args.no_captions,
+                      n_prompts=args.prompts, n_per_prompt=args.per_prompt)
     text = json.dumps(report, indent=2)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -183,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="also write the report to this file")
     p.add_argument("--n", type=int, help="samples per measurement (default 200; 16 in smoke mode)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--prompts", type=int, help="caption accuracy: prompts per kind, seen and held out (default 54)")
+    p.add_argument("--per-prompt", type=int, default=1, help="caption accuracy: images per prompt (default 1)")
+    p.add_argument("--no-captions", action="store_true", help="skip the caption-accuracy section (it generates images)")
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("bench", help="speed benchmarks")

@@ -7,9 +7,15 @@ Sections (each carries the sample count and seed it used):
   ``zero_shot_attribute_accuracy`` (colour, shape, size, position of one-object test scenes);
 * ``prior`` — ``retrieval_top1`` and ``cosine_to_true`` of prior samples against the true image
   embeddings of held-out captions, keyed ``prior``, ``text_embedding`` and ``nearest_neighbour``
-  (the two baselines of notebook 07), when prior weights exist.
+  (the two baselines of notebook 07), when prior weights exist;
+* ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
+  upsampler) draws images for fixed one-object prompts (`metrics.prompt_set`), and the
+  attribute reader checks every attribute each prompt stated: ``seen`` and ``heldout``
+  (colour–shape pairs never in the training split), ``per_attribute`` for both, with ``n``
+  prompts per kind, ``n_per_prompt``, ``seed`` and the generation settings; when all four
+  pipeline weights exist.
 
-The weights are ``<dataset>_clip`` and ``<dataset>_prior`` in a folder (``--weights``, e.g. the
+The weights are ``<dataset>_{clip,prior,decoder,upsampler}`` in a folder (``--weights``, e.g. the
 output of ``dalle-mini train``), or the shipped ones in ``data/weights``.
 """
 from __future__ import annotations
@@ -59,7 +65,8 @@ def _datasets(dataset: str, n_train: int, n_test: int):
 
 @torch.no_grad()
 def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None = None, seed: int = 0,
-             gallery_size: int | None = None) -> dict[str, Any]:
+             gallery_size: int | None = None, captions: bool = True, n_prompts: int | None = None,
+             n_per_prompt: int = 1, generate_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report described in the module docstring, as a JSON-ready dict."""
     from .clip import attribute_accuracy, evaluate_retrieval
     from .prior import embed_dataset, evaluate_prior
@@ -102,4 +109,46 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
         report["prior"] = {"retrieval_top1": ev["retrieval_top1"], "cosine_to_true": ev["cosine_to_true"],
                            "cosine_to_unrelated": ev["cosine_to_unrelated"], "chance_top1": ev["chance_top1"],
                            "n": ev["n"], "seed": seed, "steps": ev["steps"]}
+
+    # 3. Caption accuracy of the whole pipeline, when one exists (shapes: the reader grades it)
+    if dataset == "shapes" and captions and all(_has(dataset, p, weights) for p in ("prior", "decoder", "upsampler")):
+        report["caption_accuracy"] = caption_report(weights, n_prompts=n_prompts or (4 if smoke else 54),
+                                                    n_per_prompt=n_per_prompt, seed=seed,
+                                                    generate_kwargs=generate_kwargs)
     return report
+
+
+def _has(dataset: str, stage: str, weights: str | Path | None) -> bool:
+    from .paths import data_dir
+
+    folder = data_dir() / "weights" if weights is None else Path(weights)
+    return (folder / f"{dataset}_{stage}.safetensors").is_file()
+
+
+# The settings `dalle-mini generate` uses by default; the caption table is measured with them.
+GENERATE_DEFAULTS: dict[str, Any] = {"prior_steps": 50, "prior_guidance": 2.0, "decoder_steps": 50,
+                                     "decoder_guidance": 3.0, "upsampler_steps": 25}
+
+
+@torch.no_grad()
+def caption_report(weights: str | Path | None = None, *, n_prompts: int = 54, n_per_prompt: int = 1, seed: int = 0,
+                   generate_kwargs: dict[str, Any] | None = None, pipeline: Any = None) -> dict[str, Any]:
+    """The ``caption_accuracy`` section: `metrics.evaluate_captions` on the shapes pipeline in `weights`.
+
+    Generation settings are `GENERATE_DEFAULTS` updated by `generate_kwargs`; they are recorded
+    in the section with the wall time and the seconds per image on this machine.
+    """
+    import time
+
+    from .metrics import evaluate_captions
+    from .pipeline import UnCLIP
+
+    pipe = pipeline if pipeline is not None else UnCLIP.from_pretrained("shapes", folder=weights)
+    settings = {**GENERATE_DEFAULTS, **(generate_kwargs or {})}
+    t0 = time.perf_counter()
+    out = evaluate_captions(pipe, n=n_prompts, n_per_prompt=n_per_prompt, seed=seed, **settings)
+    seconds = time.perf_counter() - t0
+    images = 2 * n_prompts * n_per_prompt
+    out.update(settings=settings, seconds=round(seconds, 1), seconds_per_image=round(seconds / images, 4),
+               device=str(pipe.device))
+    return out
