@@ -245,7 +245,10 @@ def forward_flops_per_image(model: nn.Module, call: Callable, batch: dict) -> fl
     from torch.utils.flop_counter import FlopCounterMode
 
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), counter:
+    device = batch["x"].device
+    # under the timed runs' autocast: a peer that forces the flash kernel on CUDA needs bf16 inputs
+    # (the count is the same in any dtype; a peer's own kernel choice overrides the math path)
+    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), _autocast(device), counter:
         call(model, batch)
     return counter.get_total_flops() / batch["x"].shape[0]
 
@@ -396,11 +399,17 @@ def run_benchmark(
         timed = []
         for i, c in enumerate(cands):
             say(f"[{config}] building {c.name}")
-            timed.append(_Timed(c, size, device, train_batch, sample_batch, seed + i))
-        for tm in timed:  # warm-up: first calls pay for allocation and kernel selection
-            for _ in range(warmup):
-                tm.train_step()
-                tm.sample_step()
+            try:  # a peer that fails on this device is reported, not fatal to the whole table
+                tm = _Timed(c, size, device, train_batch, sample_batch, seed + i)
+                for _ in range(warmup):  # warm-up: first calls pay for allocation and kernel selection
+                    tm.train_step()
+                    tm.sample_step()
+            except Exception as exc:  # noqa: BLE001 - any peer failure is recorded with its message
+                out["missing"].append({"name": c.name, "missing": f"failed: {type(exc).__name__}: {exc}"[:300],
+                                       "config": config})
+                say(f"[{config}] {c.name} failed: {type(exc).__name__}: {exc}")
+                continue
+            timed.append(tm)
         say(f"[{config}] warm-up done")
         train_s = {tm.cand.name: [] for tm in timed}  # (wall, cpu) pairs
         sample_s = {tm.cand.name: [] for tm in timed}

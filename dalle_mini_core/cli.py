@@ -1,6 +1,7 @@
 """The ``dalle-mini`` command: the course's front door outside the notebooks.
 
     dalle-mini demo                 the main job (see README): pictures into runs/demo/
+    dalle-mini generate "a small red circle at the top left" --n 8 --out grid.png
     dalle-mini train all --mode gpu train every stage of the shapes pipeline
     dalle-mini eval shapes --json F what the trained CLIP and prior know, measured
     dalle-mini bench unet --json F  U-Net speed against peer implementations
@@ -28,12 +29,22 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_PROMPTS: tuple[str, ...] = (
+    "a small red circle at the top left",
+    "a large blue square in the centre",
+    "a small yellow triangle at the bottom right",
+    "a large purple triangle at the top right",  # purple triangle: never seen in training
+)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
-    """Render a preview of the datasets and of the forward noising process."""
+    """The main job: text → images with the shipped unCLIP weights, then variations and an
+    interpolation; below them the datasets, the noising process and unconditional samples."""
     import torch
 
     from .data.emoji import EmojiDataset
     from .data.shapes import ShapesDataset
+    from .device import run_mode
     from .paths import runs_dir
     from .schedule import NoiseSchedule
     from .viz import save_grid
@@ -41,7 +52,41 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else runs_dir() / "demo"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    lines: list[str] = []
 
+    # 1. text → image: the shipped shapes pipeline (CLIP → prior → decoder → upsampler)
+    shapes64 = ShapesDataset(split="test", length=2, image_size=64, num_objects=1, seed=args.seed)
+    try:
+        from .pipeline import UnCLIP
+
+        pipe = UnCLIP.from_pretrained("shapes")
+    except FileNotFoundError as exc:
+        print(f"  (no text-to-image gallery: {exc})")
+        pipe = None
+    if pipe is not None:
+        fast = {"decoder_steps": 2, "upsampler_steps": 2, "prior_steps": 2} if run_mode() == "smoke" else {}
+        t = time.perf_counter()
+        images = pipe.generate(list(DEMO_PROMPTS), n_per_prompt=4, seed=args.seed, **fast)
+        gallery = save_grid(images.cpu(), out / "text_to_image.png", nrow=4, scale=2)
+        (out / "text_to_image_prompts.txt").write_text("\n".join(DEMO_PROMPTS) + "\n")
+        lines.append(f"{gallery}  (text → image: one row per prompt in text_to_image_prompts.txt, "
+                     f"{time.perf_counter() - t:.1f} s; the last row's colour–shape pair was never in training)")
+        # variations: the first column is a real test image, the rest share its CLIP embedding
+        real_a, real_b = shapes64[0][0], shapes64[1][0]
+        t = time.perf_counter()
+        var = pipe.variations(real_a[None], n=4, seed=args.seed, **{k: v for k, v in fast.items() if k != "prior_steps"})
+        variations = save_grid(torch.cat([real_a[None], var.cpu()]), out / "variations.png", nrow=5, scale=2)
+        lines.append(f"{variations}  (variations: a real image, then 4 decodings of its CLIP embedding, "
+                     f"{time.perf_counter() - t:.1f} s)")
+        t = time.perf_counter()
+        steps = {"decoder_steps": 2, "upsampler_steps": 2} if fast else {}
+        frames = pipe.interpolate(real_a[None], real_b[None], n_frames=5, seed=args.seed, **steps)
+        interp = save_grid(torch.cat([real_a[None], frames.cpu(), real_b[None]]), out / "interpolation.png", nrow=7,
+                           scale=2)
+        lines.append(f"{interp}  (interpolation: image A, 5 frames along slerp(z_A, z_B), image B, "
+                     f"{time.perf_counter() - t:.1f} s)")
+
+    # 2. the datasets
     shapes = ShapesDataset(split="train", length=16, image_size=64, seed=args.seed)
     items = [shapes[i] for i in range(len(shapes))]
     shapes_png = save_grid(torch.stack([img for img, _ in items]), out / "shapes.png", nrow=8, scale=2)
@@ -54,7 +99,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     emoji_png = save_grid(torch.stack([img for img, _ in e_items]), out / "emoji.png", nrow=8, scale=2)
     (out / "emoji_captions.txt").write_text("\n".join(c for _, c in e_items) + "\n")
 
-    # forward process: one image per row, noised at ten evenly spaced t, for both schedules
+    # 3. forward process: one image per row, noised at ten evenly spaced t, for both schedules
     rows = []
     x0 = torch.stack([items[0][0], e_items[0][0]])
     ts = torch.linspace(0, 999, 10).long()
@@ -66,14 +111,50 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             rows.append(xt)
     noising_png = save_grid(torch.cat(rows), out / "noising.png", nrow=len(ts), scale=2)
 
-    # the reverse process: the shipped unconditional shapes denoiser draws from pure noise
+    # 4. the reverse process: the shipped unconditional shapes denoiser draws from pure noise
     samples_png = _demo_samples(out / "samples.png", seed=args.seed)
 
-    print(f"dalle-mini demo: wrote {len(items)} shapes, {len(e_items)} emoji and the noising process")
-    print(f"  {shapes_png}\n  {emoji_png}\n  {noising_png}  (rows: linear shapes, linear emoji, cosine shapes, cosine emoji; t = 0 … 999)")
+    print(f"dalle-mini demo: pictures in {out} ({time.perf_counter() - t0:.1f} s in all)")
+    for line in lines:
+        print(f"  {line}")
+    print(f"  {shapes_png}, {emoji_png}  (the two datasets; captions beside them in *_captions.txt)")
+    print(f"  {noising_png}  (rows: linear shapes, linear emoji, cosine shapes, cosine emoji; t = 0 … 999)")
     if samples_png is not None:
-        print(f"  {samples_png}  (16 pictures drawn from noise by the shipped denoiser, DDIM 25 steps)")
-    print(f"  captions beside them in {out}/*_captions.txt ({time.perf_counter() - t0:.1f} s)")
+        print(f"  {samples_png}  (16 pictures drawn from noise by the shipped unconditional denoiser, DDIM 25 steps)")
+    print('  your own prompt: dalle-mini generate "a large green circle at the bottom left" --n 8 --out grid.png')
+    return 0
+
+
+def _cmd_generate(args: argparse.Namespace) -> int:
+    """Text → images with the shapes unCLIP pipeline (shipped weights, or --weights DIR)."""
+    import torch
+
+    from .device import get_device
+    from .pipeline import UnCLIP
+    from .viz import save_grid
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise ValueError(f"--out must end in .png or .jpg (a picture grid), got {args.out!r}")
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1, got {args.n}")
+    t0 = time.perf_counter()
+    pipe = UnCLIP.from_pretrained("shapes", folder=args.weights, upsampler=not args.low_res)
+    t_load = time.perf_counter() - t0
+    kwargs = dict(n_per_prompt=args.n, seed=args.seed, prior_steps=args.prior_steps, prior_guidance=args.prior_guidance,
+                  decoder_steps=args.decoder_steps, decoder_guidance=args.decoder_guidance,
+                  upsampler_steps=args.upsampler_steps, use_prior=not args.no_prior)
+    t1 = time.perf_counter()
+    images = pipe.generate(list(args.prompts), **kwargs)  # (P·n, 3, S, S), rows grouped by prompt
+    seconds = time.perf_counter() - t1
+    size = images.shape[-1]
+    path = save_grid(images.cpu(), out, nrow=args.n, scale=max(1, 128 // size))
+    print(f"dalle-mini generate: {images.shape[0]} images of {size}×{size} in {seconds:.1f} s "
+          f"({seconds / images.shape[0]:.2f} s per image on {get_device()}, {torch.get_num_threads()} threads; "
+          f"weights loaded in {t_load:.1f} s)")
+    for i, prompt in enumerate(args.prompts):
+        print(f"  row {i + 1}: {prompt}")
+    print(f"  {path}")
     return 0
 
 
@@ -157,6 +238,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .defaults import GENERATE_DEFAULTS as GEN  # no torch import: --help stays instant
+
     parser = argparse.ArgumentParser(prog="dalle-mini", description="DALL·E 2 (unCLIP) from scratch: the course's command line.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -167,6 +250,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output folder (default runs/demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(fn=_cmd_demo)
+
+    p = sub.add_parser("generate", help="text to images with the shapes pipeline (shipped weights)")
+    p.add_argument("prompts", nargs="+", help='one or more captions, e.g. "a small red circle at the top left"')
+    p.add_argument("--n", type=int, default=4, help="images per prompt (one grid row each; default 4)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same images")
+    p.add_argument("--out", default="runs/generate.png", help="the picture grid to write (.png or .jpg)")
+    p.add_argument("--weights", help="a folder from `dalle-mini train all` (default: the shipped data/weights)")
+    p.add_argument("--prior-steps", type=int, default=GEN["prior_steps"])
+    p.add_argument("--prior-guidance", type=float, default=GEN["prior_guidance"])
+    p.add_argument("--decoder-steps", type=int, default=GEN["decoder_steps"])
+    p.add_argument("--decoder-guidance", type=float, default=GEN["decoder_guidance"])
+    p.add_argument("--upsampler-steps", type=int, default=GEN["upsampler_steps"])
+    p.add_argument("--no-prior", action="store_true", help="decode the text embedding itself (the no-prior baseline)")
+    p.add_argument("--low-res", action="store_true", help="stop at the decoder's 32×32 (skip the upsampler)")
+    p.set_defaults(fn=_cmd_generate)
 
     p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)")
     p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"])

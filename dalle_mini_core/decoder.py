@@ -62,6 +62,9 @@ from .sampling import ddim_invert, ddim_sample, ddpm_sample, guided
 from .schedule import NoiseSchedule
 from .unet import AttentionBlock, UNet, UNetConfig
 
+# DDIM inversion climbs to this timestep, not to T − 1 (see `Decoder.inversion_schedule`)
+INVERSION_T_MAX = 950
+
 __all__ = [
     "SPATIAL_OPTIONS",
     "DecoderConfig",
@@ -448,6 +451,7 @@ class Decoder(Denoiser):
         sampler: str = "ddim",
         eta: float = 0.0,
         x_T: torch.Tensor | None = None,
+        inverted: bool = False,
         callback: Callable[..., None] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
@@ -457,12 +461,16 @@ class Decoder(Denoiser):
         Runs `ddim_sample` (or `ddpm_sample`) on the training schedule respaced to `steps`.
         ``guidance_scale`` None samples the conditional model alone; a number s wraps it in
         `sampling.guided` (0: unconditional, 1: conditional, > 1: more faithful, less diverse).
-        `x_T` (B, C, S, S) replaces the starting noise (e.g. from `invert`).
+        `x_T` (B, C, S, S) replaces the starting noise; ``inverted=True`` says it came from
+        `invert` with the same `steps`, and samples on the inversion's schedule (which stops at
+        t = `INVERSION_T_MAX`) so that the pair reconstructs the image.
         """
         if sampler not in ("ddim", "ddpm"):
             raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        if inverted and x_T is None:
+            raise ValueError("inverted=True needs the x_T that invert() returned")
         # 1. the sampling schedule, the conditioning and the (guided) model
-        schedule = self.schedule.respace(steps).to(self.device)
+        schedule = (self.inversion_schedule(steps) if inverted else self.schedule.respace(steps)).to(self.device)
         cond = self.model_kwargs(image_emb, tokens)
         model = self if guidance_scale is None else guided(self, guidance_scale, self.null_kwargs())
         # 2. x_T ~ N(0, I), drawn on the generator's device
@@ -481,14 +489,28 @@ class Decoder(Denoiser):
         return ddpm_sample(model, x_T.to(self.device), schedule, **kwargs)
 
     @torch.no_grad()
+    def inversion_schedule(self, steps: int) -> NoiseSchedule:
+        """`steps` timesteps evenly spaced from 0 to `INVERSION_T_MAX` (not to T − 1).
+
+        The cosine schedule's last level has ᾱ ≈ 2e-9: sampling back from it multiplies any
+        error of the inversion's ε̂ by 1/√ᾱ ≈ 2·10⁴, and the reconstruction comes back as
+        coloured noise. Stopping at t = 950 (ᾱ ≈ 6e-3, a factor of about 13) keeps it an image.
+        """
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps must be an int >= 2, got {steps!r}")
+        t_max = min(INVERSION_T_MAX, self.schedule.num_timesteps - 1)
+        kept = sorted({round(i * t_max / (steps - 1)) for i in range(steps)})
+        return self.schedule.respace(kept)
+
     def invert(self, images: torch.Tensor, image_emb: torch.Tensor, *, tokens: torch.Tensor | None = None,
                steps: int = 50) -> torch.Tensor:
-        """DDIM-invert real images to the x_T that `sample(..., x_T=x_T, guidance_scale=None)` maps back
-        to them (Ramesh et al. 2022, §3.1, the "bipartite latent" (z_i, x_T) of an image)."""
+        """DDIM-invert real images to the x_T that ``sample(..., x_T=x_T, inverted=True,
+        guidance_scale=None)`` with the same `steps` maps back to them (Ramesh et al. 2022, §3.1,
+        the "bipartite latent" (z_i, x_T) of an image). Runs on `inversion_schedule(steps)`."""
         u = self.config.unet
         if images.dim() != 4 or tuple(images.shape[1:]) != (u.in_channels, u.image_size, u.image_size):
             raise ValueError(f"images must be (B, {u.in_channels}, {u.image_size}, {u.image_size}), got {tuple(images.shape)}")
-        return ddim_invert(self, images.to(self.device), self.schedule.respace(steps).to(self.device),
+        return ddim_invert(self, images.to(self.device), self.inversion_schedule(steps).to(self.device),
                            model_kwargs=self.model_kwargs(image_emb, tokens), prediction=self.prediction)
 
 

@@ -5,7 +5,9 @@ Sections (each carries the sample count and seed it used):
 * ``clip``  — zero-shot retrieval on the held-out test split: ``text_to_image_top1``,
   ``text_to_image_top5`` among ``gallery_size`` candidates (mean over galleries), and on shapes
   ``zero_shot_attribute_accuracy`` (colour, shape, size, position of one-object test scenes);
-* ``prior`` — ``retrieval_top1`` and ``cosine_to_true`` of prior samples against the true image
+* ``prior`` — ``retrieval_top1`` (strict: only the caption's own scene counts), on shapes
+  ``retrieval_top1_relevant`` (any gallery scene the caption describes counts), and
+  ``cosine_to_true`` of prior samples (at the pipeline's prior guidance) against the true image
   embeddings of held-out captions, keyed ``prior``, ``text_embedding`` and ``nearest_neighbour``
   (the two baselines of notebook 07), when prior weights exist;
 * ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
@@ -25,6 +27,7 @@ from typing import Any
 
 import torch
 
+from .defaults import GENERATE_DEFAULTS
 from .device import get_device, run_mode
 
 __all__ = ["evaluate", "load_stage"]
@@ -105,10 +108,23 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
         train_emb = embed_dataset(clip, train_set, len(train_set))
         test_emb = embed_dataset(clip, test_set, len(test_set))
         n_prior = min(n, len(set(test_emb["caption"])))
-        ev = evaluate_prior(prior, train_emb, test_emb, n=n_prior, seed=seed, steps=8 if smoke else 64)
+        relevance = None
+        if dataset == "shapes":
+            from .clip import shapes_relevance
+
+            def relevance(rows: torch.Tensor) -> torch.Tensor:
+                return shapes_relevance([test_emb["caption"][int(i)] for i in rows],
+                                        [test_set.scene(int(i)) for i in rows])
+
+        guidance = GENERATE_DEFAULTS["prior_guidance"]  # the prior as the pipeline samples it
+        ev = evaluate_prior(prior, train_emb, test_emb, n=n_prior, seed=seed, steps=8 if smoke else 64,
+                            guidance_scale=guidance, relevance=relevance)
         report["prior"] = {"retrieval_top1": ev["retrieval_top1"], "cosine_to_true": ev["cosine_to_true"],
                            "cosine_to_unrelated": ev["cosine_to_unrelated"], "chance_top1": ev["chance_top1"],
-                           "n": ev["n"], "seed": seed, "steps": ev["steps"]}
+                           "prior_mean": ev["prior_mean"], "n": ev["n"], "seed": seed, "steps": ev["steps"],
+                           "guidance_scale": guidance}
+        if "retrieval_top1_relevant" in ev:
+            report["prior"]["retrieval_top1_relevant"] = ev["retrieval_top1_relevant"]
 
     # 3. Caption accuracy of the whole pipeline, when one exists (shapes: the reader grades it)
     if dataset == "shapes" and captions and all(_has(dataset, p, weights) for p in ("prior", "decoder", "upsampler")):
@@ -123,11 +139,6 @@ def _has(dataset: str, stage: str, weights: str | Path | None) -> bool:
 
     folder = data_dir() / "weights" if weights is None else Path(weights)
     return (folder / f"{dataset}_{stage}.safetensors").is_file()
-
-
-# The settings `dalle-mini generate` uses by default; the caption table is measured with them.
-GENERATE_DEFAULTS: dict[str, Any] = {"prior_steps": 50, "prior_guidance": 2.0, "decoder_steps": 50,
-                                     "decoder_guidance": 3.0, "upsampler_steps": 25}
 
 
 @torch.no_grad()

@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data.tokens import check_length
+from .defaults import GENERATE_DEFAULTS
 
 __all__ = [
     "PARTS",
@@ -323,9 +324,9 @@ class UnCLIP(nn.Module):
         tokens: torch.Tensor | None = None,
         seed: int | None = 0,
         generator: torch.Generator | None = None,
-        decoder_steps: int = 50,
-        decoder_guidance: float | None = 3.0,
-        upsampler_steps: int = 25,
+        decoder_steps: int = GENERATE_DEFAULTS["decoder_steps"],
+        decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
+        upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (B, D) → (images, low_res): decoder, then the upsampler.
@@ -341,7 +342,9 @@ class UnCLIP(nn.Module):
         if generator is None:
             generator = torch.Generator().manual_seed(int(seed or 0))
         emb = F.normalize(image_emb.float(), dim=-1)  # the decoder was trained on unit-norm z_i
-        low_res = self.decoder.sample(emb, tokens=tokens, x_T=x_T, steps=decoder_steps, guidance_scale=guidance,
+        # an x_T here comes from invert() (interpolate, text_diff): sample on the inversion's schedule
+        low_res = self.decoder.sample(emb, tokens=tokens, x_T=x_T, inverted=x_T is not None, steps=decoder_steps,
+                                      guidance_scale=guidance,
                                       generator=generator).clamp(-1, 1)
         if self.upsampler is None or upsample is False:
             return low_res, low_res
@@ -357,11 +360,11 @@ class UnCLIP(nn.Module):
         *,
         n_per_prompt: int = 1,
         seed: int = 0,
-        prior_steps: int = 50,
-        prior_guidance: float | None = 2.0,
-        decoder_steps: int = 50,
-        decoder_guidance: float | None = 3.0,
-        upsampler_steps: int = 25,
+        prior_steps: int = GENERATE_DEFAULTS["prior_steps"],
+        prior_guidance: float | None = GENERATE_DEFAULTS["prior_guidance"],
+        decoder_steps: int = GENERATE_DEFAULTS["decoder_steps"],
+        decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
+        upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         best_of: int = 1,
         upsample: bool | None = None,
         use_prior: bool = True,
@@ -415,9 +418,9 @@ class UnCLIP(nn.Module):
         n: int = 4,
         *,
         seed: int = 0,
-        decoder_steps: int = 50,
-        decoder_guidance: float | None = 3.0,
-        upsampler_steps: int = 25,
+        decoder_steps: int = GENERATE_DEFAULTS["decoder_steps"],
+        decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
+        upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
     ) -> torch.Tensor:
         """`n` images (n, 3, S, S) that share `image`'s CLIP embedding z_i and differ in their noise (§3.1)."""

@@ -444,16 +444,26 @@ def cosine_to_true(pred: torch.Tensor, true: torch.Tensor) -> float:
     return F.cosine_similarity(pred.float(), true.float(), dim=-1).mean().item()
 
 
-def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor) -> float:
+def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor, relevance: torch.Tensor | None = None) -> float:
     """Fraction of rows i whose most similar gallery embedding (cosine) is gallery[i].
 
     pred (B, D) are predicted image embeddings, gallery (B, D) the true image embeddings of the
-    same B captions, in the same order. Chance is 1 / B.
+    same B captions, in the same order. Chance is 1 / B. With `relevance` (B, B) bool — does
+    caption i describe gallery scene j? (`clip.shapes_relevance`) — row i is a hit when the
+    retrieved scene fits caption i, its own scene or another one the caption equally describes.
     """
     if pred.shape != gallery.shape:
         raise ValueError(f"pred {tuple(pred.shape)} and gallery {tuple(gallery.shape)} differ in shape")
     sim = F.normalize(pred.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (B, B)
-    return (sim.argmax(dim=1) == torch.arange(pred.shape[0], device=pred.device)).float().mean().item()
+    best = sim.argmax(dim=1)  # (B,)
+    if relevance is None:
+        return (best == torch.arange(pred.shape[0], device=pred.device)).float().mean().item()
+    if relevance.shape != sim.shape or relevance.dtype != torch.bool:
+        raise ValueError(f"relevance must be a ({sim.shape[0]}, {sim.shape[1]}) bool tensor, got "
+                         f"{tuple(relevance.shape)} {relevance.dtype}")
+    if not bool(relevance.diagonal().all()):
+        raise ValueError("relevance[i, i] must be True: each caption describes its own scene")
+    return relevance.to(best.device)[torch.arange(len(best), device=best.device), best].float().mean().item()
 
 
 def mean_pairwise_cosine_distance(samples: torch.Tensor) -> float:
@@ -533,6 +543,7 @@ def evaluate_prior(
     best_of: int = 1,
     diversity_captions: int = 8,
     diversity_samples: int = 8,
+    relevance: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Score the prior against the two baselines on `n` held-out captions with distinct text.
 
@@ -549,6 +560,11 @@ def evaluate_prior(
     * ``cosine_to_unrelated`` — the same against another caption's image embedding (a floor);
     * ``diversity`` — mean pairwise cosine distance of `diversity_samples` predictions for one
       caption, averaged over `diversity_captions` captions (the others are deterministic: 0);
+
+    With `relevance` — a function (rows) → (n, n) bool "caption i describes scene j" for the
+    chosen test rows (`clip.shapes_relevance` on shapes) — also ``retrieval_top1_relevant``: a hit
+    when the retrieved scene fits the caption (a sample may land on another scene the caption
+    allows, which the strict score counts as a miss).
 
     plus ``prior_mean``: the first three scores of the prior's *mean* (one denoising step from
     pure noise, the network's estimate of E[z_i | y]: the centre of the images a caption allows,
@@ -588,6 +604,10 @@ def evaluate_prior(
 
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of}
     result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
+    if relevance is not None:
+        rel = relevance(rows)
+        result["retrieval_top1_relevant"] = {m: retrieval_top1(p, image_emb, rel) for m, p in predictions.items()}
+        result["retrieval_top1_relevant"]["prior_mean"] = retrieval_top1(prior_mean, image_emb, rel)
     result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
     result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}

@@ -22,6 +22,7 @@ ROWS: list[tuple[str, dict]] = [
     ("prior guidance 1 (none)", {"prior_guidance": 1.0}),
     ("prior guidance 4", {"prior_guidance": 4.0}),
     ("prior best of 4", {"best_of": 4}),
+    ("decoder 50 steps, upsampler 25", {"decoder_steps": 50, "upsampler_steps": 25}),
     ("decoder 25 steps, upsampler 10", {"decoder_steps": 25, "upsampler_steps": 10}),
     ("decoder 10 steps, upsampler 5", {"decoder_steps": 10, "upsampler_steps": 5}),
     ("no upsampler (32×32)", {"upsample": False}),

@@ -32,6 +32,7 @@ def test_eval_shapes_writes_the_documented_sections(weights, tmp_path, capsys):
         assert key in clip, key
     assert 0.0 <= clip["text_to_image_top1"] <= clip["text_to_image_top5"] <= 1.0
     assert set(clip["zero_shot_attribute_accuracy"]) >= {"shape", "colour", "size", "position", "n", "seed"}
+    assert "caption_accuracy" not in report  # no decoder or upsampler in that folder
     prior = report["prior"]
     for key in ("retrieval_top1", "cosine_to_true"):
         assert set(prior[key]) >= {"prior", "text_embedding", "nearest_neighbour"}
@@ -41,3 +42,44 @@ def test_eval_shapes_writes_the_documented_sections(weights, tmp_path, capsys):
 def test_eval_without_weights_says_how_to_train(tmp_path, capsys):
     assert main(["eval", "shapes", "--weights", str(tmp_path)]) == 2
     assert "dalle-mini train" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def pipeline_weights(weights, tmp_path_factory):
+    """The clip and prior above plus a tiny untrained decoder and upsampler: a whole pipeline."""
+    import shutil
+
+    from dalle_mini_core.decoder import Decoder, DecoderConfig
+    from dalle_mini_core.unet import UNetConfig
+    from dalle_mini_core.upsampler import Upsampler, UpsamplerConfig
+
+    folder = tmp_path_factory.mktemp("pipeline")
+    for f in weights.iterdir():
+        shutil.copy(f, folder / f.name)
+    torch.manual_seed(1)
+    unet = UNetConfig(image_size=32, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                      attention_resolutions=(16,), num_heads=2, num_groups=8)
+    dcfg = DecoderConfig(unet=unet, embed_dim=clip_config("shapes").embed_dim, context_width=32)
+    save_checkpoint(folder / "shapes_decoder", Decoder(dcfg), dcfg)
+    ucfg = UpsamplerConfig(unet=UNetConfig(image_size=64, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
+                                           attention_resolutions=(), num_groups=8), low_res_size=32)
+    save_checkpoint(folder / "shapes_upsampler", Upsampler(ucfg), ucfg)
+    return folder
+
+
+def test_eval_adds_caption_accuracy_when_the_whole_pipeline_exists(pipeline_weights, tmp_path):
+    from dalle_mini_core.evaluate import evaluate
+
+    fast = {"prior_steps": 2, "decoder_steps": 2, "upsampler_steps": 2}
+    report = evaluate("shapes", weights=pipeline_weights, n=8, n_prompts=3, n_per_prompt=2, generate_kwargs=fast)
+    cap = report["caption_accuracy"]
+    assert cap["n"] == 3 and cap["n_per_prompt"] == 2 and cap["seed"] == 0
+    assert 0.0 <= cap["seen"] <= 1.0 and 0.0 <= cap["heldout"] <= 1.0
+    for kind in ("seen", "heldout"):
+        assert set(cap["per_attribute"][kind]) >= {"shape", "colour", "size", "position"}
+    assert cap["settings"]["decoder_steps"] == 2 and cap["settings"]["prior_guidance"] == 2.0
+    assert cap["seconds_per_image"] > 0
+    assert "retrieval_top1_relevant" in report["prior"] and report["prior"]["guidance_scale"] == 2.0
+    # the section is skipped on request (the clip+prior-only folder of the first test has none either)
+    assert "caption_accuracy" not in evaluate("shapes", weights=pipeline_weights, n=8, captions=False)
+

@@ -249,7 +249,7 @@ def test_interpolate_endpoints_decode_each_images_own_latent(pipe):
     assert frames.shape == (4, 3, 16, 16)
     for k, x in ((0, a), (3, b)):
         z, x_T = pipe.invert(x, steps=EDIT["decoder_steps"])
-        own = pipe.decoder.sample(z, x_T=x_T, steps=EDIT["decoder_steps"], guidance_scale=None).clamp(-1, 1)
+        own = pipe.decoder.sample(z, x_T=x_T, inverted=True, steps=EDIT["decoder_steps"], guidance_scale=None).clamp(-1, 1)
         assert torch.allclose(frames[k], own[0], atol=2e-3)  # batch of 4 vs 1: float noise only
     assert (frames[1] - frames[0]).abs().mean() > 1e-2
     with pytest.raises(ValueError, match="at least 2"):
@@ -262,7 +262,7 @@ def test_text_diff_at_strength_zero_reconstructs_through_the_inverted_latent(pip
     assert out.shape == (2, 3, 16, 16)
     z_i, x_T = pipe.invert(x, steps=EDIT["decoder_steps"])
     assert torch.allclose(z_i, pipe.clip.encode_image(x[None]))
-    recon = pipe.decoder.sample(z_i, x_T=x_T, steps=EDIT["decoder_steps"], guidance_scale=None).clamp(-1, 1)
+    recon = pipe.decoder.sample(z_i, x_T=x_T, inverted=True, steps=EDIT["decoder_steps"], guidance_scale=None).clamp(-1, 1)
     assert torch.allclose(out[0], recon[0], atol=1e-4)
     assert (out[1] - out[0]).abs().mean() > 1e-4
     for bad, match in (([1.5], "strength"), ([], "non-empty"), (0.3, "non-empty")):

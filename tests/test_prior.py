@@ -307,6 +307,20 @@ def test_baselines_and_metrics():
     assert mean_pairwise_cosine_distance(torch.eye(2)) == pytest.approx(1.0)
 
 
+def test_retrieval_with_relevance_counts_any_scene_the_caption_fits():
+    gallery = unit(4, D, seed=3)
+    pred = gallery[[1, 1, 2, 3]]  # row 0 retrieves scene 1
+    relevance = torch.eye(4, dtype=torch.bool)
+    assert retrieval_top1(pred, gallery, relevance) == pytest.approx(0.75)  # strict: row 0 misses
+    relevance[0, 1] = True  # caption 0 also describes scene 1
+    assert retrieval_top1(pred, gallery, relevance) == pytest.approx(1.0)
+    assert retrieval_top1(pred, gallery) == pytest.approx(0.75)  # no relevance: strict
+    with pytest.raises(ValueError, match="relevance must be"):
+        retrieval_top1(pred, gallery, relevance[:3])
+    with pytest.raises(ValueError, match=r"relevance\[i, i\]"):
+        retrieval_top1(pred, gallery, torch.zeros(4, 4, dtype=torch.bool))
+
+
 def test_evaluate_prior_report_keys():
     prior = DiffusionPrior(tiny_config()).eval()
     N = 30
@@ -319,6 +333,11 @@ def test_evaluate_prior_report_keys():
     for key in ("retrieval_top1", "cosine_to_true", "cosine_to_unrelated", "diversity"):
         assert set(out[key]) == methods
     assert set(out["prior_mean"]) == {"retrieval_top1", "cosine_to_true", "cosine_to_unrelated"}
+    assert "retrieval_top1_relevant" not in out
+    everything = evaluate_prior(prior, data, data, n=12, seed=3, steps=4, diversity_captions=2, diversity_samples=3,
+                                relevance=lambda rows: torch.ones(len(rows), len(rows), dtype=torch.bool))
+    # every caption fits every scene: any retrieval is a hit
+    assert everything["retrieval_top1_relevant"] == {m: 1.0 for m in methods | {"prior_mean"}}
     # the training set contains the test pairs, so the nearest neighbour is the true image
     assert out["retrieval_top1"]["nearest_neighbour"] == 1.0
     assert out["cosine_to_true"]["nearest_neighbour"] == pytest.approx(1.0)
