@@ -31,7 +31,7 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 DEMO_PROMPTS: tuple[str, ...] = (
     "a small red circle at the top left",
-    "a large blue square in the centre",
+    "a large blue square at the centre",
     "a small yellow triangle at the bottom right",
     "a large purple triangle at the top right",  # purple triangle: never seen in training
 )
@@ -152,8 +152,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     print(f"dalle-mini generate: {images.shape[0]} images of {size}×{size} in {seconds:.1f} s "
           f"({seconds / images.shape[0]:.2f} s per image on {get_device()}, {torch.get_num_threads()} threads; "
           f"weights loaded in {t_load:.1f} s)")
+    from .data.attributes import parse_caption
+
     for i, prompt in enumerate(args.prompts):
-        print(f"  row {i + 1}: {prompt}")
+        try:
+            parse_caption(prompt)
+            note = ""
+        except ValueError:  # still generated: CLIP's tokenizer reads any text
+            note = "  (not one of the training captions' patterns, e.g. 'a small red circle at the top left')"
+        print(f"  row {i + 1}: {prompt}{note}")
     print(f"  {path}")
     return 0
 
