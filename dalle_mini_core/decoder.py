@@ -77,7 +77,9 @@ __all__ = [
     "DecoderRecipe",
     "RECIPES",
     "embed_shapes",
+    "embed_emoji",
     "embedding_batches",
+    "decoded_retrieval",
     "position_accuracy",
     "attribute_accuracy",
     "load_shapes_clip",
@@ -515,7 +517,7 @@ class Decoder(Denoiser):
 
 
 # --------------------------------------------------------------------------------------------
-# 6. Data: CLIP embeddings of shapes scenes, computed once
+# 6. Data: CLIP embeddings of shapes scenes (and emoji), computed once
 # --------------------------------------------------------------------------------------------
 
 
@@ -560,6 +562,60 @@ def embed_shapes(
     clip.train(was_training)
     return {"image": torch.cat(images), "image_emb": torch.cat(embs), "tokens": tokenize(captions),
             "caption": captions}
+
+
+@torch.no_grad()
+def embed_emoji(clip: nn.Module, split: str = "train", *, image_size: int = 32, batch_size: int = 256,
+                seed: int = 0) -> dict[str, Any]:
+    """Emoji of a split, encoded once by an emoji CLIP at its own resolution (64×64), with the images
+    kept at the decoder's `image_size` (32: the 2×2 area average), as `embed_shapes` returns them.
+
+    Returns {"image": (N, 3, image_size, image_size), "image_emb": (N, D) unit-norm, "tokens",
+    "caption"} on the CPU, ready for `embedding_batches` and ``train_decoder(bank=...)``.
+    """
+    from .data.emoji import EmojiDataset
+    from .data.tokens import tokenize
+
+    full = EmojiDataset(split, image_size=64, seed=seed)
+    if image_size not in (32, 64):
+        raise ValueError(f"image_size must be 32 or 64, got {image_size!r}")
+    was_training = clip.training
+    clip.eval()
+    images, embs, captions = [], [], []
+    device = next(clip.parameters()).device
+    for start in range(0, len(full), batch_size):
+        x, caps = _stack_items([full[i] for i in range(start, min(start + batch_size, len(full)))])
+        embs.append(clip.encode_image(x.to(device)).float().cpu())
+        images.append(x if image_size == 64 else F.avg_pool2d(x, 2))
+        captions += caps
+    clip.train(was_training)
+    return {"image": torch.cat(images), "image_emb": torch.cat(embs), "tokens": tokenize(captions),
+            "caption": captions}
+
+
+@torch.no_grad()
+def decoded_retrieval(decoder: Decoder, clip: nn.Module, bank: Mapping[str, Any], *, clip_size: int | None = None,
+                      guidance_scale: float | None = 3.0, steps: int = 25, seed: int = 0) -> dict[str, Any]:
+    """Does a decoded image keep its source's identity? Decode every embedding of `bank`, encode the
+    decoded images with `clip` again (upsampled to `clip_size` first, e.g. 64 for the emoji CLIP),
+    and retrieve among the bank's own image embeddings: top-1 / top-5 of the source, chance 1/N.
+
+    The measure for datasets without an attribute reader (emoji). Returns {"top1", "top5",
+    "cosine_to_source", "n", "images"}.
+    """
+    emb = bank["image_emb"]
+    images = decoder.sample(emb.to(decoder.device), steps=steps, guidance_scale=guidance_scale,
+                            generator=torch.Generator().manual_seed(seed)).float().clamp(-1, 1)
+    x = images if clip_size is None else F.interpolate(images, size=(clip_size, clip_size), mode="bilinear",
+                                                       align_corners=False)
+    device = next(clip.parameters()).device
+    back = F.normalize(clip.encode_image(x.to(device)).float().cpu(), dim=-1)  # (N, D)
+    sim = back @ F.normalize(emb.float(), dim=-1).T  # (N, N)
+    order = sim.argsort(dim=1, descending=True)
+    target = torch.arange(len(emb))[:, None]
+    return {"top1": (order[:, :1] == target).any(1).float().mean().item(),
+            "top5": (order[:, :5] == target).any(1).float().mean().item(),
+            "cosine_to_source": sim.diagonal().mean().item(), "n": len(emb), "images": images.cpu()}
 
 
 def embedding_batches(bank: Mapping[str, Any], batch_size: int, *, seed: int = 0) -> Callable[[int], dict[str, Any]]:
@@ -690,7 +746,9 @@ def train_decoder(
     seed: int = 0,
     progress: bool = True,
 ) -> tuple[Decoder, Any]:
-    """Train a shapes decoder at 32×32 with train.py's loop; return (EMA decoder in eval mode, TrainResult).
+    """Train a decoder at 32×32 with train.py's loop; return (EMA decoder in eval mode, TrainResult).
+
+    Shapes by default; for emoji pass ``bank=embed_emoji(emoji_clip)`` (the same recipe sizes).
 
     `mode` ("smoke", "cpu", "gpu"; default `run_mode()`) picks the recipe from `RECIPES` unless
     `recipe` is given. `clip` defaults to `load_shapes_clip(mode)`. `bank` (from `embed_shapes`)
