@@ -337,3 +337,25 @@ def test_compare_spatial_trains_one_decoder_per_option_on_the_same_budget():
     assert set(out) == {"none", "map"}
     assert out["none"]["steps"] == out["map"]["steps"] == 1
     assert 0.0 <= out["map"]["position"] <= 1.0
+
+
+def test_embed_emoji_and_decoded_retrieval_on_the_test_split():
+    from dalle_mini_core.clip import CLIPModel, clip_config
+    from dalle_mini_core.decoder import decoded_retrieval, embed_emoji
+
+    torch.manual_seed(0)
+    clip = CLIPModel(clip_config("emoji")).eval()
+    bank = embed_emoji(clip, "test", batch_size=32)
+    n = len(bank["caption"])
+    assert bank["image"].shape == (n, 3, 32, 32) and bank["image_emb"].shape == (n, clip.embed_dim)
+    assert torch.allclose(bank["image_emb"].norm(dim=-1), torch.ones(n), atol=1e-4)
+    assert bank["image"].min() >= -1 and bank["image"].max() <= 1 and bank["tokens"].shape[0] == n
+    # a tiny decoder of the bank's embedding size: the measure runs and stays in range
+    dec = Decoder(DecoderConfig(unet=UNetConfig(image_size=32, base_channels=16, channel_mult=(1, 2),
+                                                num_res_blocks=1, attention_resolutions=(), num_groups=8),
+                                embed_dim=clip.embed_dim, context_width=16)).eval()
+    sub = {k: v[:6] for k, v in bank.items()}
+    r = decoded_retrieval(dec, clip, sub, clip_size=64, steps=2, seed=0)
+    assert r["n"] == 6 and 0.0 <= r["top1"] <= r["top5"] <= 1.0 and r["images"].shape == (6, 3, 32, 32)
+    with pytest.raises(ValueError, match="image_size"):
+        embed_emoji(clip, "test", image_size=48)
