@@ -576,9 +576,9 @@ def embed_emoji(clip: nn.Module, split: str = "train", *, image_size: int = 32, 
     from .data.emoji import EmojiDataset
     from .data.tokens import tokenize
 
-    full = EmojiDataset(split, image_size=64, seed=seed)
     if image_size not in (32, 64):
         raise ValueError(f"image_size must be 32 or 64, got {image_size!r}")
+    full = EmojiDataset(split, image_size=64, seed=seed)
     was_training = clip.training
     clip.eval()
     images, embs, captions = [], [], []

@@ -331,6 +331,8 @@ class UnCLIP(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (B, D) → (images, low_res): decoder, then the upsampler.
 
+        `x_T` is the decoder's starting noise as returned by `invert` with the same `decoder_steps`
+        (it is sampled on the inversion's schedule, which stops at t = 950); None draws fresh noise.
         `upsample` None upsamples when the pipeline has an upsampler; True without one raises.
         Noise comes from `generator` when given, else from a CPU generator seeded with `seed`.
         """

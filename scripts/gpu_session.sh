@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU session's work, run in the background on a lent GPU machine (it outlives a single
+# One GPU session's work, run in the background on a remote GPU machine (it outlives a single
 # 10-minute device call; poll it with scripts/gpu_poll.sh). Everything lands in $WORK:
 #   1. the shipped shapes pipeline: scripts/train_shipped_weights.sh      -> $WORK/weights
 #   2. dalle-mini eval shapes on those weights (4 images per prompt)      -> $WORK/eval.json
