@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import open_clip
 import torch
 import torch.nn.functional as F
@@ -59,6 +60,8 @@ __all__ = [
     "retrieval_metrics",
     "encode_dataset",
     "shapes_relevance",
+    "shapes_caption_kind",
+    "shapes_oracle_embeddings",
     "evaluate_retrieval",
     "zero_shot_classify",
     "confusion_matrix",
@@ -454,6 +457,41 @@ def shapes_relevance(captions: Sequence[str], scenes: Sequence[Any]) -> torch.Te
         orders = [scene.objects] if len(scene.objects) == 1 else [scene.objects, scene.objects[::-1]]
         for i, attrs in enumerate(parsed):
             out[i, j] = any(describes(attrs, objs) for objs in orders)
+    return out
+
+
+def shapes_caption_kind(text: str) -> str:
+    """How much of its scene a shapes caption pins down: "one object" (everything stated),
+    "two objects, cells stated" (everything stated), or "two objects, relation" (the cells, and
+    for one template the sizes, are left open: many different layouts fit the caption)."""
+    from .data.attributes import parse_caption
+
+    attrs = parse_caption(text)
+    if len(attrs.objects) == 1:
+        return "one object"
+    return "two objects, relation" if attrs.relation is not None else "two objects, cells stated"
+
+
+@torch.no_grad()
+def shapes_oracle_embeddings(clip: CLIPModel, captions: Sequence[str], *, seed: int = 0, image_size: int = 32,
+                             batch_size: int = 256) -> torch.Tensor:
+    """(N, D) CLIP image embeddings of a *fresh* random scene for each caption: a perfect prior's samples.
+
+    Each scene is `data.shapes.scene_for_caption(captions[i], rng)` (what the caption states is
+    fixed; cells, sizes, jitter and background it leaves open are drawn anew), rendered and
+    encoded. No learned prior can draw embeddings closer to the caption's image distribution
+    than these, so their retrieval score is the ceiling of a prior *sample* (`evaluate_prior`'s
+    ``oracle``). The same seed gives the same scenes.
+    """
+    from .data.shapes import render, scene_for_caption
+
+    rng = np.random.default_rng(seed)
+    images = [render(scene_for_caption(c, rng), image_size) for c in captions]
+    was_training = clip.training
+    clip.eval()
+    out = torch.cat([clip.encode_image(torch.stack(images[s:s + batch_size])).cpu()
+                     for s in range(0, len(images), batch_size)])
+    clip.train(was_training)
     return out
 
 

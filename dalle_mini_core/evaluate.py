@@ -9,7 +9,10 @@ Sections (each carries the sample count and seed it used):
   ``retrieval_top1_relevant`` (any gallery scene the caption describes counts), and
   ``cosine_to_true`` of prior samples (at the pipeline's prior guidance) against the true image
   embeddings of held-out captions, keyed ``prior``, ``text_embedding`` and ``nearest_neighbour``
-  (the two baselines of notebook 07), when prior weights exist;
+  (the two baselines of notebook 07), when prior weights exist; on shapes also ``oracle_sample``
+  (fresh scenes of each caption through CLIP: a perfect prior's samples, the ceiling of any
+  prior sample) and ``retrieval_top1_by_group`` (the same scores per kind of caption,
+  `clip.shapes_caption_kind`);
 * ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
   upsampler) draws images for fixed one-object prompts (`metrics.prompt_set`), and the
   attribute reader checks every attribute each prompt stated: ``seen`` and ``heldout``
@@ -108,23 +111,32 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
         train_emb = embed_dataset(clip, train_set, len(train_set))
         test_emb = embed_dataset(clip, test_set, len(test_set))
         n_prior = min(n, len(set(test_emb["caption"])))
-        relevance = None
+        relevance = oracle = groups = None
         if dataset == "shapes":
-            from .clip import shapes_relevance
+            from .clip import shapes_caption_kind, shapes_oracle_embeddings, shapes_relevance
+
+            def captions_of(rows: torch.Tensor) -> list[str]:
+                return [test_emb["caption"][int(i)] for i in rows]
 
             def relevance(rows: torch.Tensor) -> torch.Tensor:
-                return shapes_relevance([test_emb["caption"][int(i)] for i in rows],
-                                        [test_set.scene(int(i)) for i in rows])
+                return shapes_relevance(captions_of(rows), [test_set.scene(int(i)) for i in rows])
+
+            def oracle(rows: torch.Tensor) -> torch.Tensor:  # a perfect prior: fresh scenes of each caption
+                return shapes_oracle_embeddings(clip, captions_of(rows), seed=seed)
+
+            def groups(rows: torch.Tensor) -> list[str]:
+                return [shapes_caption_kind(c) for c in captions_of(rows)]
 
         guidance = GENERATE_DEFAULTS["prior_guidance"]  # the prior as the pipeline samples it
         ev = evaluate_prior(prior, train_emb, test_emb, n=n_prior, seed=seed, steps=8 if smoke else 64,
-                            guidance_scale=guidance, relevance=relevance)
+                            guidance_scale=guidance, relevance=relevance, oracle=oracle, groups=groups)
         report["prior"] = {"retrieval_top1": ev["retrieval_top1"], "cosine_to_true": ev["cosine_to_true"],
                            "cosine_to_unrelated": ev["cosine_to_unrelated"], "chance_top1": ev["chance_top1"],
                            "prior_mean": ev["prior_mean"], "n": ev["n"], "seed": seed, "steps": ev["steps"],
                            "guidance_scale": guidance}
-        if "retrieval_top1_relevant" in ev:
-            report["prior"]["retrieval_top1_relevant"] = ev["retrieval_top1_relevant"]
+        for key in ("retrieval_top1_relevant", "retrieval_top1_by_group"):
+            if key in ev:
+                report["prior"][key] = ev[key]
 
     # 3. Caption accuracy of the whole pipeline, when one exists (shapes: the reader grades it)
     if dataset == "shapes" and captions and all(_has(dataset, p, weights) for p in ("prior", "decoder", "upsampler")):

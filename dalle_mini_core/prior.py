@@ -41,7 +41,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -67,6 +67,7 @@ __all__ = [
     "nearest_neighbour_baseline",
     "cosine_to_true",
     "retrieval_top1",
+    "retrieval_hits",
     "mean_pairwise_cosine_distance",
     "save_prior",
     "load_prior",
@@ -444,6 +445,22 @@ def cosine_to_true(pred: torch.Tensor, true: torch.Tensor) -> float:
     return F.cosine_similarity(pred.float(), true.float(), dim=-1).mean().item()
 
 
+def retrieval_hits(pred: torch.Tensor, gallery: torch.Tensor, relevance: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) bool, row by row: is the gallery embedding most similar to pred[i] a hit? (see `retrieval_top1`)."""
+    if pred.shape != gallery.shape:
+        raise ValueError(f"pred {tuple(pred.shape)} and gallery {tuple(gallery.shape)} differ in shape")
+    sim = F.normalize(pred.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (B, B)
+    best = sim.argmax(dim=1)  # (B,)
+    if relevance is None:
+        return best == torch.arange(pred.shape[0], device=pred.device)
+    if relevance.shape != sim.shape or relevance.dtype != torch.bool:
+        raise ValueError(f"relevance must be a ({sim.shape[0]}, {sim.shape[1]}) bool tensor, got "
+                         f"{tuple(relevance.shape)} {relevance.dtype}")
+    if not bool(relevance.diagonal().all()):
+        raise ValueError("relevance[i, i] must be True: each caption describes its own scene")
+    return relevance.to(best.device)[torch.arange(len(best), device=best.device), best]
+
+
 def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor, relevance: torch.Tensor | None = None) -> float:
     """Fraction of rows i whose most similar gallery embedding (cosine) is gallery[i].
 
@@ -452,18 +469,7 @@ def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor, relevance: torch.T
     caption i describe gallery scene j? (`clip.shapes_relevance`) — row i is a hit when the
     retrieved scene fits caption i, its own scene or another one the caption equally describes.
     """
-    if pred.shape != gallery.shape:
-        raise ValueError(f"pred {tuple(pred.shape)} and gallery {tuple(gallery.shape)} differ in shape")
-    sim = F.normalize(pred.float(), dim=-1) @ F.normalize(gallery.float(), dim=-1).T  # (B, B)
-    best = sim.argmax(dim=1)  # (B,)
-    if relevance is None:
-        return (best == torch.arange(pred.shape[0], device=pred.device)).float().mean().item()
-    if relevance.shape != sim.shape or relevance.dtype != torch.bool:
-        raise ValueError(f"relevance must be a ({sim.shape[0]}, {sim.shape[1]}) bool tensor, got "
-                         f"{tuple(relevance.shape)} {relevance.dtype}")
-    if not bool(relevance.diagonal().all()):
-        raise ValueError("relevance[i, i] must be True: each caption describes its own scene")
-    return relevance.to(best.device)[torch.arange(len(best), device=best.device), best].float().mean().item()
+    return retrieval_hits(pred, gallery, relevance).float().mean().item()
 
 
 def mean_pairwise_cosine_distance(samples: torch.Tensor) -> float:
@@ -543,7 +549,9 @@ def evaluate_prior(
     best_of: int = 1,
     diversity_captions: int = 8,
     diversity_samples: int = 8,
-    relevance: torch.Tensor | None = None,
+    relevance: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    oracle: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    groups: Callable[[torch.Tensor], Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Score the prior against the two baselines on `n` held-out captions with distinct text.
 
@@ -565,6 +573,12 @@ def evaluate_prior(
     chosen test rows (`clip.shapes_relevance` on shapes) — also ``retrieval_top1_relevant``: a hit
     when the retrieved scene fits the caption (a sample may land on another scene the caption
     allows, which the strict score counts as a miss).
+
+    With `oracle` — a function (rows) → (n, D): the CLIP image embeddings of *fresh* scenes that
+    the chosen captions describe (`clip.shapes_oracle_embeddings`), i.e. samples of a perfect
+    prior — also the method ``oracle_sample``: the ceiling any prior sample can reach. With
+    `groups` — a function (rows) → one label per row (`clip.shapes_caption_kind`) — also
+    ``retrieval_top1_by_group`` {label: {"n": count, "strict": {method: …}, "relevant": {…}}}.
 
     plus ``prior_mean``: the first three scores of the prior's *mean* (one denoising step from
     pure noise, the network's estimate of E[z_i | y]: the centre of the images a caption allows,
@@ -593,6 +607,10 @@ def evaluate_prior(
         "text_embedding": text_embedding_baseline(text_emb),
         "nearest_neighbour": nearest_neighbour_baseline(text_emb, train["text_emb"], train["image_emb"]),
     }
+    if oracle is not None:
+        predictions["oracle_sample"] = check_embeddings("oracle(rows)", oracle(rows), image_emb.shape[1]).float().cpu()
+        if predictions["oracle_sample"].shape != image_emb.shape:
+            raise ValueError(f"oracle(rows) must return ({n}, {image_emb.shape[1]}), got {tuple(predictions['oracle_sample'].shape)}")
 
     # 3. diversity: several draws for the same caption
     k = min(diversity_captions, n)
@@ -604,13 +622,29 @@ def evaluate_prior(
 
     result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of}
     result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
-    if relevance is not None:
-        rel = relevance(rows)
+    rel = relevance(rows) if relevance is not None else None
+    if rel is not None:
         result["retrieval_top1_relevant"] = {m: retrieval_top1(p, image_emb, rel) for m, p in predictions.items()}
         result["retrieval_top1_relevant"]["prior_mean"] = retrieval_top1(prior_mean, image_emb, rel)
     result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
     result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    if groups is not None:
+        labels = list(groups(rows))
+        if len(labels) != n:
+            raise ValueError(f"groups(rows) must give one label per row ({n}), got {len(labels)}")
+        scored = {**predictions, "prior_mean": prior_mean}
+        hits = {m: retrieval_hits(p, image_emb) for m, p in scored.items()}
+        hits_rel = {m: retrieval_hits(p, image_emb, rel) for m, p in scored.items()} if rel is not None else None
+        by_group: dict[str, Any] = {}
+        for label in sorted(set(labels)):
+            mask = torch.tensor([lab == label for lab in labels])
+            entry: dict[str, Any] = {"n": int(mask.sum()),
+                                     "strict": {m: h[mask].float().mean().item() for m, h in hits.items()}}
+            if hits_rel is not None:
+                entry["relevant"] = {m: h[mask].float().mean().item() for m, h in hits_rel.items()}
+            by_group[label] = entry
+        result["retrieval_top1_by_group"] = by_group
     result["prior_mean"] = {
         "retrieval_top1": retrieval_top1(prior_mean, image_emb),
         "cosine_to_true": cosine_to_true(prior_mean, image_emb),

@@ -25,6 +25,8 @@ from dalle_mini_core.clip import (
     retrieval_metrics,
     save_clip,
     shapes_prompts,
+    shapes_caption_kind,
+    shapes_oracle_embeddings,
     shapes_relevance,
     train_clip,
     zero_shot_classify,
@@ -365,6 +367,22 @@ def test_shapes_relevance_reads_what_captions_state():
     ]
     rel = shapes_relevance(captions, scenes)
     assert rel.tolist() == [[True, False, False], [False, True, False], [False, False, True], [True, False, False]]
+
+
+def test_shapes_caption_kind():
+    assert shapes_caption_kind("a small red circle at the top left") == "one object"
+    assert shapes_caption_kind("a red circle left of a blue square") == "two objects, relation"
+    assert shapes_caption_kind("a small red circle at the top and a large blue square at the bottom") == \
+        "two objects, cells stated"
+
+
+def test_shapes_oracle_embeddings_are_seeded_unit_embeddings_of_fresh_scenes(tiny):
+    captions = ["a small red circle at the top left", "a red circle left of a blue square"]
+    a = shapes_oracle_embeddings(tiny, captions, seed=0, image_size=16)
+    assert a.shape == (2, TINY.embed_dim)
+    assert torch.allclose(a.norm(dim=-1), torch.ones(2), atol=1e-5)
+    assert torch.equal(a, shapes_oracle_embeddings(tiny, captions, seed=0, image_size=16))
+    assert not torch.allclose(a, shapes_oracle_embeddings(tiny, captions, seed=1, image_size=16))
 
 
 def test_retrieval_metrics_with_a_relevance_matrix():

@@ -345,6 +345,33 @@ def test_evaluate_prior_report_keys():
         evaluate_prior(prior, data, {**data, "tokens": torch.zeros(N, L, dtype=torch.long)}, n=5, steps=2)
 
 
+def test_evaluate_prior_oracle_and_groups():
+    prior = DiffusionPrior(tiny_config()).eval()
+    N = 30
+    tokens = torch.arange(N * L).view(N, L) % V
+    tokens[:, 0] = torch.arange(N)
+    data = {"text_emb": unit(N, D), "image_emb": unit(N, D, seed=1), "tokens": tokens}
+    # an oracle that returns the true image embeddings retrieves perfectly
+    out = evaluate_prior(prior, data, data, n=12, seed=3, steps=2, diversity_captions=2, diversity_samples=2,
+                         oracle=lambda rows: data["image_emb"][rows],
+                         groups=lambda rows: ["even" if int(r) % 2 == 0 else "odd" for r in rows],
+                         relevance=lambda rows: torch.eye(len(rows), dtype=torch.bool))
+    assert out["retrieval_top1"]["oracle_sample"] == 1.0
+    assert out["cosine_to_true"]["oracle_sample"] == pytest.approx(1.0)
+    by = out["retrieval_top1_by_group"]
+    assert set(by) == {"even", "odd"} and by["even"]["n"] + by["odd"]["n"] == 12
+    for label in by:
+        assert by[label]["strict"]["oracle_sample"] == 1.0
+        assert set(by[label]["relevant"]) == {"prior", "text_embedding", "nearest_neighbour", "oracle_sample", "prior_mean"}
+    # the group scores average back to the overall score
+    overall = sum(by[g]["n"] * by[g]["strict"]["text_embedding"] for g in by) / 12
+    assert overall == pytest.approx(out["retrieval_top1"]["text_embedding"])
+    with pytest.raises(ValueError, match="oracle"):
+        evaluate_prior(prior, data, data, n=12, steps=2, oracle=lambda rows: data["image_emb"][:3])
+    with pytest.raises(ValueError, match="one label per row"):
+        evaluate_prior(prior, data, data, n=12, steps=2, groups=lambda rows: ["a"])
+
+
 def test_prior_without_tokens_reads_only_the_text_embedding():
     torch.manual_seed(0)
     cfg = tiny_config(use_tokens=False)

@@ -32,6 +32,7 @@ from dalle_mini_core.data.shapes import (
     render,
     render_corrupted,
     sample_scene,
+    scene_for_caption,
     scene_seed,
 )
 
@@ -218,3 +219,28 @@ def test_bad_types_and_indices():
         sample_scene(None)
     with pytest.raises(IndexError):
         ShapesDataset("val", length=5)[5]
+
+
+# --- fresh scenes for a caption (a perfect prior's samples) -----------------------------
+
+
+@pytest.mark.parametrize("template", range(len(ONE_OBJECT_TEMPLATES) + len(TWO_OBJECT_TEMPLATES)))
+def test_scene_for_caption_fits_the_caption_and_draws_the_rest(template):
+    n_one = len(ONE_OBJECT_TEMPLATES)
+    num = 1 if template < n_one else 2
+    ds = ShapesDataset("test", length=50, num_objects=num, seed=3, template=template if num == 1 else template - n_one)
+    for i in range(10):
+        text = ds[i][1]
+        attrs = parse_caption(text)
+        scenes = [scene_for_caption(text, seed) for seed in range(6)]
+        assert all(describes(attrs, s.objects) for s in scenes)
+        # what the caption leaves open varies between draws (the background always does)
+        assert len({s.background for s in scenes}) > 1
+        if attrs.relation is not None:  # a relation caption leaves the cells open
+            assert len({tuple(o.position for o in s.objects) for s in scenes}) > 1
+        assert scene_for_caption(text, 7) == scene_for_caption(text, 7)  # seeded
+
+
+def test_scene_for_caption_rejects_an_unknown_caption():
+    with pytest.raises(ValueError, match="matches no shapes template"):
+        scene_for_caption("a cat on a mat", 0)

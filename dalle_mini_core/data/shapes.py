@@ -46,6 +46,7 @@ __all__ = [
     "SPLITS",
     "is_heldout",
     "sample_scene",
+    "scene_for_caption",
     "shape_coverage",
     "object_geometry",
     "render",
@@ -137,6 +138,30 @@ def sample_scene(
         jitter = tuple(float(j) for j in rng.uniform(-MAX_JITTER, MAX_JITTER, 2))
         objects.append(ShapeObject(shape, colour, size, POSITIONS[int(cell)], jitter=jitter))
     return Scene(tuple(objects), background)
+
+
+def scene_for_caption(text: str, rng: np.random.Generator | int, *, max_tries: int = 10_000) -> Scene:
+    """Draw a random scene that caption `text` describes: what it states is fixed, the rest is drawn.
+
+    The attributes a caption leaves out (sizes and cells under a relation template, the jitter,
+    the background) are drawn as `sample_scene` draws them (split "test": any colour–shape pair),
+    so repeated calls show the set of images one caption allows — what a perfect prior would
+    sample from. Raises ValueError for a caption no template matches.
+    """
+    from dataclasses import replace
+
+    from .attributes import describes, parse_caption
+
+    attrs = parse_caption(text)
+    rng = _as_rng(rng)
+    if rng is None:
+        raise TypeError("rng must be a numpy Generator or an int seed, got None")
+    for _ in range(max_tries):
+        scene = sample_scene(rng, num_objects=len(attrs.objects), split="test")
+        objects = tuple(replace(o, **stated) for o, stated in zip(scene.objects, attrs.objects))
+        if len({o.position for o in objects}) == len(objects) and describes(attrs, objects):
+            return Scene(objects, scene.background)
+    raise RuntimeError(f"no scene found for {text!r} in {max_tries} draws")  # unreachable for valid captions
 
 
 # ---------------------------------------------------------------------------------------
