@@ -131,7 +131,8 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
         ev = evaluate_prior(prior, train_emb, test_emb, n=n_prior, seed=seed, steps=8 if smoke else 64,
                             guidance_scale=guidance, relevance=relevance, oracle=oracle, groups=groups)
         report["prior"] = {"retrieval_top1": ev["retrieval_top1"], "cosine_to_true": ev["cosine_to_true"],
-                           "cosine_to_unrelated": ev["cosine_to_unrelated"], "chance_top1": ev["chance_top1"],
+                           "cosine_to_unrelated": ev["cosine_to_unrelated"], "diversity": ev["diversity"],
+                           "chance_top1": ev["chance_top1"],
                            "prior_mean": ev["prior_mean"], "n": ev["n"], "seed": seed, "steps": ev["steps"],
                            "guidance_scale": guidance}
         for key in ("retrieval_top1_relevant", "retrieval_top1_by_group"):

@@ -576,7 +576,8 @@ def evaluate_prior(
 
     With `oracle` — a function (rows) → (n, D): the CLIP image embeddings of *fresh* scenes that
     the chosen captions describe (`clip.shapes_oracle_embeddings`), i.e. samples of a perfect
-    prior — also the method ``oracle_sample``: the ceiling any prior sample can reach. With
+    prior — also the method ``oracle_sample``: the ceiling any prior sample can reach, and its
+    ``diversity`` (the spread of real images of one caption, which the prior's should match). With
     `groups` — a function (rows) → one label per row (`clip.shapes_caption_kind`) — also
     ``retrieval_top1_by_group`` {label: {"n": count, "strict": {method: …}, "relevant": {…}}}.
 
@@ -629,6 +630,9 @@ def evaluate_prior(
     result["cosine_to_true"] = {m: cosine_to_true(p, image_emb) for m, p in predictions.items()}
     result["cosine_to_unrelated"] = {m: cosine_to_true(p, image_emb[partner]) for m, p in predictions.items()}
     result["diversity"] = {"prior": prior_diversity, "text_embedding": 0.0, "nearest_neighbour": 0.0}
+    if oracle is not None:  # the spread of real images of one caption: what the prior's diversity should match
+        fresh = oracle(rows[:k].repeat_interleave(diversity_samples)).float().cpu().view(k, diversity_samples, -1)
+        result["diversity"]["oracle_sample"] = sum(mean_pairwise_cosine_distance(d) for d in fresh) / k
     if groups is not None:
         labels = list(groups(rows))
         if len(labels) != n:

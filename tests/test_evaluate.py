@@ -38,6 +38,7 @@ def test_eval_shapes_writes_the_documented_sections(weights, tmp_path, capsys):
         assert set(prior[key]) >= {"prior", "text_embedding", "nearest_neighbour"}
     assert prior["n"] == 12 and prior["seed"] == 0
     assert "oracle_sample" in prior["retrieval_top1"] and "oracle_sample" in prior["retrieval_top1_relevant"]
+    assert set(prior["diversity"]) >= {"prior", "oracle_sample"}
     kinds = prior["retrieval_top1_by_group"]
     assert set(kinds) <= {"one object", "two objects, cells stated", "two objects, relation"}
     assert sum(k["n"] for k in kinds.values()) == 12

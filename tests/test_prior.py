@@ -357,6 +357,8 @@ def test_evaluate_prior_oracle_and_groups():
                          groups=lambda rows: ["even" if int(r) % 2 == 0 else "odd" for r in rows],
                          relevance=lambda rows: torch.eye(len(rows), dtype=torch.bool))
     assert out["retrieval_top1"]["oracle_sample"] == 1.0
+    # an oracle that returns the same embedding for every draw of a caption has no spread
+    assert out["diversity"]["oracle_sample"] == pytest.approx(0.0, abs=1e-6)
     assert out["cosine_to_true"]["oracle_sample"] == pytest.approx(1.0)
     by = out["retrieval_top1_by_group"]
     assert set(by) == {"even", "odd"} and by["even"]["n"] + by["odd"]["n"] == 12
