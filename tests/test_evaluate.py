@@ -88,3 +88,20 @@ def test_eval_adds_caption_accuracy_when_the_whole_pipeline_exists(pipeline_weig
     # the section is skipped on request (the clip+prior-only folder of the first test has none either)
     assert "caption_accuracy" not in evaluate("shapes", weights=pipeline_weights, n=8, captions=False)
 
+
+
+def test_eval_emoji_writes_clip_and_prior_sections(tmp_path):
+    torch.manual_seed(0)
+    cfg = clip_config("emoji")
+    save_checkpoint(tmp_path / "emoji_clip", CLIPModel(cfg), cfg)
+    pcfg = PriorConfig(embed_dim=cfg.embed_dim, width=32, depth=1, heads=2, use_tokens=False)
+    save_checkpoint(tmp_path / "emoji_prior", DiffusionPrior(pcfg), pcfg)
+    out = tmp_path / "eval.json"
+    assert main(["eval", "emoji", "--weights", str(tmp_path), "--json", str(out), "--n", "12"]) == 0
+    report = json.loads(out.read_text())
+    assert report["dataset"] == "emoji"
+    assert {"text_to_image_top1", "text_to_image_top5", "gallery_size"} <= set(report["clip"])
+    assert "zero_shot_attribute_accuracy" not in report["clip"]  # shapes only
+    prior = report["prior"]
+    assert set(prior["retrieval_top1"]) == {"prior", "text_embedding", "nearest_neighbour"}  # no oracle for emoji
+    assert prior["n"] == 12 and "caption_accuracy" not in report
