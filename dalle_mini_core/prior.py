@@ -583,7 +583,8 @@ def evaluate_prior(
 
     plus ``prior_mean``: the first three scores of the prior's *mean* (one denoising step from
     pure noise, the network's estimate of E[z_i | y]: the centre of the images a caption allows,
-    a point rather than a sample), and ``n``, ``seed``, ``chance_top1`` and the sampling settings.
+    a point rather than a sample), and ``n``, ``seed``, ``chance_top1``, the sampling settings and
+    ``rows`` (the test rows scored, in order).
     """
     # 1. n distinct test captions, and an unrelated partner for each (a seeded derangement)
     rows = _distinct_rows(test["tokens"], n)
@@ -621,7 +622,8 @@ def evaluate_prior(
     prior_diversity = sum(mean_pairwise_cosine_distance(d) for d in draws) / k
     prior.train(was_training)
 
-    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of}
+    result: dict[str, Any] = {"n": n, "seed": seed, "steps": steps, "guidance_scale": guidance_scale, "best_of": best_of,
+                              "rows": rows.tolist()}
     result["retrieval_top1"] = {m: retrieval_top1(p, image_emb) for m, p in predictions.items()}
     rel = relevance(rows) if relevance is not None else None
     if rel is not None:

@@ -330,6 +330,7 @@ def test_evaluate_prior_report_keys():
     out = evaluate_prior(prior, data, data, n=12, seed=3, steps=4, diversity_captions=2, diversity_samples=3)
     methods = {"prior", "text_embedding", "nearest_neighbour"}
     assert out["n"] == 12 and out["seed"] == 3
+    assert len(out["rows"]) == 12 and len(set(out["rows"])) == 12  # the distinct-caption rows scored
     for key in ("retrieval_top1", "cosine_to_true", "cosine_to_unrelated", "diversity"):
         assert set(out[key]) == methods
     assert set(out["prior_mean"]) == {"retrieval_top1", "cosine_to_true", "cosine_to_unrelated"}
