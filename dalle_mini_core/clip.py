@@ -479,9 +479,10 @@ def shapes_oracle_embeddings(clip: CLIPModel, captions: Sequence[str], *, seed: 
 
     Each scene is `data.shapes.scene_for_caption(captions[i], rng)` (what the caption states is
     fixed; cells, sizes, jitter and background it leaves open are drawn anew), rendered and
-    encoded. No learned prior can draw embeddings closer to the caption's image distribution
-    than these, so their retrieval score is the ceiling of a prior *sample* (`evaluate_prior`'s
-    ``oracle``). The same seed gives the same scenes.
+    encoded. No learned prior can match the caption's distribution of images better, so these
+    are the reference a prior's samples are compared with (`evaluate_prior`'s ``oracle``). They
+    are not a retrieval ceiling: a sampler that collapses towards the caption's mean image can
+    retrieve better than a faithful one (notebook 07). The same seed gives the same scenes.
     """
     from .data.shapes import render, scene_for_caption
 

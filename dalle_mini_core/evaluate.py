@@ -10,8 +10,8 @@ Sections (each carries the sample count and seed it used):
   ``cosine_to_true`` of prior samples (at the pipeline's prior guidance) against the true image
   embeddings of held-out captions, keyed ``prior``, ``text_embedding`` and ``nearest_neighbour``
   (the two baselines of notebook 07), when prior weights exist; on shapes also ``oracle_sample``
-  (fresh scenes of each caption through CLIP: a perfect prior's samples, the ceiling of any
-  prior sample) and ``retrieval_top1_by_group`` (the same scores per kind of caption,
+  (fresh scenes of each caption through CLIP: a perfect prior's samples, what a faithful
+  sampler scores) and ``retrieval_top1_by_group`` (the same scores per kind of caption,
   `clip.shapes_caption_kind`);
 * ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
   upsampler) draws images for fixed one-object prompts (`metrics.prompt_set`), and the

@@ -576,7 +576,8 @@ def evaluate_prior(
 
     With `oracle` — a function (rows) → (n, D): the CLIP image embeddings of *fresh* scenes that
     the chosen captions describe (`clip.shapes_oracle_embeddings`), i.e. samples of a perfect
-    prior — also the method ``oracle_sample``: the ceiling any prior sample can reach, and its
+    prior — also the method ``oracle_sample``: what a faithful sampler scores (not a retrieval
+    ceiling: an under-dispersed prior, close to its mean, can retrieve better), and its
     ``diversity`` (the spread of real images of one caption, which the prior's should match). With
     `groups` — a function (rows) → one label per row (`clip.shapes_caption_kind`) — also
     ``retrieval_top1_by_group`` {label: {"n": count, "strict": {method: …}, "relevant": {…}}}.
