@@ -21,12 +21,9 @@ test: $(STAMP)  ## unit tests + every notebook under nbval, in smoke mode
 	$(BIN)/python -m pytest
 
 NB ?= notebooks/*.ipynb
-notebooks: $(STAMP)  ## re-execute notebooks in place, in cpu mode (NB=notebooks/08_decoder.ipynb for one)
-	for nb in $(NB); do \
-	  echo "executing $$nb"; \
-	  DALLE_MINI_MODE=$${DALLE_MINI_MODE:-cpu} IPYTHONDIR=$(CURDIR)/tests/ipython \
-	    $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=3600 $$nb || exit 1; \
-	done
+notebooks: $(STAMP)  ## re-execute notebooks in place, in cpu mode, recording each one's time (NB=notebooks/08_decoder.ipynb for one)
+	DALLE_MINI_MODE=$${DALLE_MINI_MODE:-cpu} IPYTHONDIR=$(CURDIR)/tests/ipython \
+	  $(BIN)/python scripts/execute_notebook.py $(NB)
 
 lab: $(STAMP)  ## open the course in JupyterLab
 	$(BIN)/jupyter lab notebooks/
