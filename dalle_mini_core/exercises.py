@@ -2,44 +2,175 @@
 
 An exercise gives the student a function to write, whose body starts as
 ``raise NotImplementedError``. The check cell calls `check`, which compares the student's
-function with the course's reference on a few fixed inputs:
+function with the course's reference on a few fixed inputs and prints one verdict:
 
-* not attempted yet (NotImplementedError) → a friendly note, no error, so the notebook still
-  runs top to bottom;
-* correct → ``"<name>: correct"``;
-* wrong → an AssertionError that says which input differed and by how much.
+* not attempted yet (NotImplementedError) → a friendly note, so the notebook still runs top to
+  bottom with the stubs left in;
+* correct → ``"<name>: correct (N cases)"``;
+* wrong → which input (described by shape, dtype and, when small, its values), what came back
+  and how it differs from what was expected: the shape, the dtype, or where the largest error
+  sits and how many entries are off. Expected values are shown only when they are a handful of
+  numbers; the reference itself is never printed;
+* an exception inside the student's code → its type and message, translated into a hint when it
+  is one of PyTorch's usual shape or dtype complaints.
+
+A wrong answer does not raise: every check in a cell runs and reports. `check_all` runs several
+checks and ends with a summary line (``2 of 3 passed, 1 not attempted yet``).
 """
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["check"]
+__all__ = ["CheckResult", "check", "check_all", "describe_value", "compare"]
+
+NOT_ATTEMPTED = "not attempted yet — write the function above and run this cell again"
+SMALL = 8  # tensors with at most this many entries are shown in full
 
 
-def _compare(got: Any, want: Any, atol: float, rtol: float) -> str | None:
-    """None when `got` matches `want`, else a short description of the difference."""
+@dataclass(frozen=True)
+class CheckResult:
+    """The verdict on one exercise: ``status`` is correct, wrong, error or not attempted."""
+
+    name: str
+    status: str
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "correct"
+
+    def __bool__(self) -> bool:  # `if check(...)` keeps working
+        return self.passed
+
+    def __repr__(self) -> str:  # short, for a check left as a cell's last line
+        return f"<{self.name}: {self.status}>"
+
+
+def _fmt_number(x: float) -> str:
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def describe_value(value: Any) -> str:
+    """A short description of an input or output: tensors by dtype and shape (values if small)."""
+    if torch.is_tensor(value):
+        text = f"tensor {str(value.dtype).replace('torch.', '')} shape {tuple(value.shape)}"
+        if value.numel() <= SMALL:
+            flat = [_fmt_number(v) for v in value.detach().flatten().tolist()]
+            text += f" = [{', '.join(flat)}]"
+        return text
+    if isinstance(value, (list, tuple)):
+        inner = ", ".join(describe_value(v) for v in value[:4])
+        more = ", ..." if len(value) > 4 else ""
+        kind = "list" if isinstance(value, list) else "tuple"
+        return f"{kind} of {len(value)}: ({inner}{more})"
+    if isinstance(value, float):
+        return _fmt_number(value)
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_integer_dtype(dtype: torch.dtype) -> bool:
+    return not dtype.is_floating_point and not dtype.is_complex and dtype != torch.bool
+
+
+def _compare_tensors(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: float) -> str | None:
+    if got.shape != want.shape:
+        hint = ""
+        if got.numel() == want.numel():
+            hint = " (same number of entries: a reshape, transpose or missing/extra dimension?)"
+        elif got.dim() != want.dim():
+            hint = " (a different number of dimensions: check which axis you reduce over or index)"
+        return f"returned shape {tuple(got.shape)}, expected shape {tuple(want.shape)}{hint}"
+    if want.dtype == torch.bool and got.dtype != torch.bool:
+        return f"returned dtype {got.dtype}, expected a boolean tensor (torch.bool)"
+    if _is_integer_dtype(want.dtype) and not _is_integer_dtype(got.dtype):
+        return f"returned dtype {got.dtype}, expected an integer tensor ({want.dtype}): indices and counts are whole numbers"
+    if want.dtype.is_floating_point and not got.dtype.is_floating_point:
+        return f"returned dtype {got.dtype}, expected a floating-point tensor ({want.dtype})"
+    g, w = got.detach().double().cpu(), want.detach().double().cpu()
+    if not torch.isfinite(g).all() and torch.isfinite(w).all():
+        bad = (~torch.isfinite(g)).sum().item()
+        return f"{bad} of {g.numel()} returned values are NaN or infinite (a division by zero, or log/sqrt of a non-positive number?)"
+    if torch.allclose(g, w, atol=atol, rtol=rtol, equal_nan=True):
+        return None
+    err = (g - w).abs()
+    err = torch.where(torch.isnan(err), torch.full_like(err, math.inf), err)
+    off = (err > atol + rtol * w.abs()).sum().item()
+    if g.numel() <= SMALL:
+        got_s = ", ".join(_fmt_number(v) for v in g.flatten().tolist())
+        want_s = ", ".join(_fmt_number(v) for v in w.flatten().tolist())
+        msg = f"returned [{got_s}], expected [{want_s}]"
+    else:
+        flat = int(err.flatten().argmax())
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), g.shape)) if g.dim() else ()
+        msg = (f"{off} of {g.numel()} entries are off; the largest error is at index {index}: "
+               f"returned {_fmt_number(g.flatten()[flat].item())}, expected {_fmt_number(w.flatten()[flat].item())}")
+    if torch.allclose(g, -w, atol=atol, rtol=rtol):
+        msg += " (every value has the wrong sign)"
+    elif w.abs().max() > 0 and torch.allclose(g * (w.norm() / g.norm().clamp_min(1e-30)), w, atol=atol * 10, rtol=rtol * 10):
+        msg += f" (right up to a constant factor of about {_fmt_number((g.norm() / w.norm()).item())})"
+    return msg
+
+
+def compare(got: Any, want: Any, atol: float = 1e-5, rtol: float = 1e-4) -> str | None:
+    """None when `got` matches `want`, else a sentence that says how it differs."""
     if torch.is_tensor(want):
         if not torch.is_tensor(got):
-            return f"expected a tensor, got {type(got).__name__}"
-        if got.shape != want.shape:
-            return f"shape {tuple(got.shape)} != expected {tuple(want.shape)}"
-        if not torch.allclose(got.double(), want.double(), atol=atol, rtol=rtol):
-            err = (got.double() - want.double()).abs().max().item()
-            return f"values differ (max abs error {err:.3g})"
-        return None
+            return f"returned {type(got).__name__} ({describe_value(got)}), expected a tensor of shape {tuple(want.shape)}"
+        return _compare_tensors(got, want, atol, rtol)
     if isinstance(want, (tuple, list)):
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
-            return f"expected a sequence of {len(want)} items"
+        if not isinstance(got, (tuple, list)):
+            return f"returned {type(got).__name__}, expected a {type(want).__name__} of {len(want)} items"
+        if len(got) != len(want):
+            return f"returned {len(got)} items, expected {len(want)}"
         for i, (g, w) in enumerate(zip(got, want)):
-            msg = _compare(g, w, atol, rtol)
+            msg = compare(g, w, atol, rtol)
             if msg:
                 return f"item {i}: {msg}"
         return None
-    if isinstance(want, float):
-        return None if abs(float(got) - want) <= atol + rtol * abs(want) else f"{got!r} != expected {want!r}"
-    return None if got == want else f"{got!r} != expected {want!r}"
+    if isinstance(want, bool) or want is None or isinstance(want, str):
+        return None if got == want else f"returned {got!r}, expected {want!r}"
+    if isinstance(want, (int, float)):
+        if torch.is_tensor(got) and got.numel() == 1:
+            got = got.item()
+        if not isinstance(got, (int, float)) or isinstance(got, bool):
+            return f"returned {type(got).__name__} ({describe_value(got)}), expected a number"
+        if isinstance(want, int) and isinstance(got, float) and not float(got).is_integer():
+            return f"returned {_fmt_number(got)}, expected the whole number {want}"
+        if abs(float(got) - float(want)) <= atol + rtol * abs(float(want)):
+            return None
+        return f"returned {_fmt_number(got)}, expected {_fmt_number(want)}"
+    return None if got == want else f"returned {describe_value(got)}, expected {describe_value(want)}"
+
+
+_ERROR_HINTS = (
+    ("must match the size of tensor", "two tensors' shapes do not broadcast: print the shapes just before the failing line; a missing [:, None] or a reshape to (batch, 1, 1, 1) is the usual fix"),
+    ("cannot be multiplied", "the matrix product's inner dimensions differ: check which tensor needs a transpose"),
+    ("expected scalar type", "two tensors have different dtypes: convert one with .to(other.dtype)"),
+    ("Expected all tensors to be on the same device", "tensors live on different devices: create new tensors with device=x.device"),
+    ("out of range", "an index is outside its dimension: check the off-by-one (t counts from 0)"),
+    ("only integer tensors", "an index must be an integer tensor: use .long()"),
+)
+
+
+def _explain_exception(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".rstrip(": ")
+    for needle, hint in _ERROR_HINTS:
+        if needle in str(exc):
+            return f"{text} — hint: {hint}"
+    return text
+
+
+def _describe_case(args: tuple) -> str:
+    return "(" + ", ".join(describe_value(a) for a in args) + ")"
 
 
 def check(
@@ -50,21 +181,51 @@ def check(
     *,
     atol: float = 1e-5,
     rtol: float = 1e-4,
-) -> bool:
+    hint: str | None = None,
+    quiet: bool = False,
+) -> CheckResult:
     """Check `candidate` against `reference` on each tuple of arguments in `cases`.
 
-    Returns True when every case matches, False when the exercise is not attempted yet;
-    raises AssertionError (naming the case) when an answer is wrong.
+    Prints one verdict and returns a `CheckResult` (truthy only when every case matched). A wrong
+    answer or an exception in the student's code is reported, not raised, so the other checks of
+    the cell still run. `hint` is shown with a wrong answer: point at the idea, not the code.
     """
+    if not cases:
+        raise ValueError(f"{name}: a check needs at least one case")
+    result: CheckResult | None = None
     for i, args in enumerate(cases):
+        args = tuple(args)
         try:
             got = candidate(*args)
         except NotImplementedError:
-            print(f"{name}: not attempted yet — write the function above and run this cell again")
-            return False
+            result = CheckResult(name, "not attempted", f"{name}: {NOT_ATTEMPTED}")
+            break
+        except Exception as exc:  # the student's code failed: explain, don't crash the cell
+            where = f"case {i + 1} of {len(cases)}, input {_describe_case(args)}"
+            result = CheckResult(name, "error", f"{name}: your function raised on {where}: {_explain_exception(exc)}")
+            break
         want = reference(*args)
-        msg = _compare(got, want, atol, rtol)
+        msg = compare(got, want, atol, rtol)
         if msg:
-            raise AssertionError(f"{name}: case {i} is wrong: {msg}")
-    print(f"{name}: correct ({len(cases)} cases)")
-    return True
+            text = f"{name}: wrong on case {i + 1} of {len(cases)}, input {_describe_case(args)}: {msg}"
+            if hint:
+                text += f"\n  hint: {hint}"
+            result = CheckResult(name, "wrong", text)
+            break
+    if result is None:
+        result = CheckResult(name, "correct", f"{name}: correct ({len(cases)} cases)")
+    if not quiet:
+        print(result.message)
+    return result
+
+
+def check_all(*checks: dict) -> list[CheckResult]:
+    """Run several checks (each a dict of `check`'s arguments) and print a summary line."""
+    results = [check(**spec) for spec in checks]
+    passed = sum(r.passed for r in results)
+    pending = sum(r.status == "not attempted" for r in results)
+    line = f"{passed} of {len(results)} passed"
+    if pending:
+        line += f", {pending} not attempted yet"
+    print(line)
+    return results
