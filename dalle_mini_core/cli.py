@@ -224,6 +224,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from .paths import runs_dir
     from .stages import STAGES, process_rank, train_all
+    from .train import TrainingDiverged
 
     stages = STAGES if args.stage == "all" else (args.stage,)
     budgets = _parse_per_stage(args.budget, stages, "--budget", "seconds") if args.budget is not None else None
@@ -238,6 +239,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
         raise ValueError(f"writing to {out} failed ({reason}); what was finished is kept in {out}/train_runs: "
                          "fix the cause and run the same command again to resume") from None
+    except TrainingDiverged as exc:
+        raise ValueError(str(exc)) from None
+    except KeyboardInterrupt:
+        if process_rank() == 0:
+            print(f"dalle-mini train: interrupted; the work done is kept in {out}/train_runs: run the same command "
+                  "again to resume", file=sys.stderr)
+        return 130
     if process_rank() == 0:
         print(f"dalle-mini train: {', '.join('shapes_' + s for s in stages)} in {out} ({report['seconds']} s; "
               f"run the same command again after an interruption to resume)")

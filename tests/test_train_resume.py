@@ -213,3 +213,27 @@ def test_other_settings_do_not_touch_unfinished_work(tmp_path, monkeypatch, caps
     assert "seed 0 -> 1" in err and "Nothing was changed" in err and "--out" in err
     assert "overwrite" not in err and "delete" not in err
     assert latest_checkpoint(out / "train_runs" / "clip" / "run") == ckpt  # still there
+
+
+def test_ctrl_c_keeps_the_steps_done_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "weights"
+    real = stages_mod._clip_batches
+
+    def interrupted_at_step_1(*args, **kwargs):
+        batch_fn = real(*args, **kwargs)
+
+        def fn(step):
+            if step == 1:
+                raise KeyboardInterrupt
+            return batch_fn(step)
+
+        return fn
+
+    with monkeypatch.context() as m:
+        m.setattr(stages_mod, "_clip_batches", interrupted_at_step_1)
+        assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "3"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted" in err and "run the same command again to resume" in err and "Traceback" not in err
+    assert latest_checkpoint(out / "train_runs" / "clip" / "run").name == "step_00000001"  # train.py saved step 1
+    assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "3"]) == 0
+    assert "[clip] resuming at step 1 of 3" in capsys.readouterr().out
