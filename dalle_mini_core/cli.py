@@ -337,15 +337,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"],
                    help="the stage to train, or all four in order (prior and decoder need a CLIP in --out)")
     p.add_argument("--mode", choices=["smoke", "cpu", "gpu"],
-                   help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode, DALLE_MINI_MODE)")
-    p.add_argument("--out", help="folder for the weights (default: runs/weights under DALLE_MINI_RUNS or the working "
-                                 "directory; data/weights holds the shipped ones)")
+                   help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode: DALLE_MINI_MODE, else gpu "
+                        "with CUDA, else cpu)")
+    p.add_argument("--out", help="folder for the weights (default: weights/ in the runs folder, DALLE_MINI_RUNS; "
+                                 "data/weights holds the shipped ones)")
     p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220'; each stage runs "
                                     "as many steps as fit, at most its recipe's (default: no budget)")
     p.add_argument("--steps", help="step counts overriding the recipes, '5000' or 'clip=3000,decoder=20000' "
                                    "(default: each recipe's)")
     p.add_argument("--bank", help="scenes rendered once and sampled from, at least 1 "
-                                  "(default by mode: smoke 64, cpu 4000, gpu 200000)")
+                                  "(default by mode: smoke 64, cpu 4000, gpu 200000; the upsampler's recipe sets its own)")
     p.add_argument("--seed", default="0", help="seed of every random draw, 0 to 4294967295 (default 0)")
     p.set_defaults(fn=_cmd_train)
 

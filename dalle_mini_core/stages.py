@@ -333,6 +333,8 @@ def _decide(out: Path, plans: dict[str, dict], names: dict[str, str]) -> dict[st
         d = _stage_dir(out, stage)
         rec = _read_json(d / "stage.json")
         if rec is None:
+            if (d / "final").exists():  # finished work whose settings are unknown: not ours to replace
+                conflicts.append(f"{d} holds a finished {stage} stage without its record (stage.json)")
             decisions[stage] = "fresh"
             continue
         same = rec.get("plan") == plan
