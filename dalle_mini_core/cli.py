@@ -165,33 +165,90 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_TRAIN_OPTIONS = {"budgets": "--budget", "max_steps": "--steps", "bank_size": "--bank", "seed": "--seed",
+                  "out_dir": "--out", "mode": "--mode"}
+
+
+def _parse_whole(text: str, option: str) -> int:
+    """A whole number written in digits ('5000'); anything else is refused, naming `option`."""
+    t = text.strip()
+    digits = t[1:] if t[:1] == "-" else t
+    if not (digits.isascii() and digits.isdigit()):
+        raise ValueError(f"{option} takes a whole number, got {text!r}")
+    return int(t)
+
+
+def _parse_per_stage(text: str, stages: tuple[str, ...], option: str, kind: str) -> dict[str, float] | dict[str, int]:
+    """``"120"`` (every stage) or ``"clip=80,decoder=220"`` → {stage: value}; `kind` is "seconds"
+    (a number) or "steps" (a whole number). Refuses unknown or repeated stages, naming `option`."""
+    example = "'120' or 'clip=80,decoder=220'" if kind == "seconds" else "'5000' or 'clip=3000,decoder=20000'"
+
+    def value(v: str) -> float | int:
+        if kind == "steps":
+            return _parse_whole(v, option)
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError(f"{option} takes seconds as a number, got {v.strip()!r}") from None
+
+    if not text.strip():
+        raise ValueError(f"{option} is empty; give {example}")
+    if "=" not in text:
+        return {s: value(text) for s in stages}
+    out: dict[str, float] = {}
+    for item in text.split(","):
+        key, sep, v = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"{option} takes a number ({example.split(' or ')[0]}) or stage=number pairs "
+                             f"({example.split(' or ')[1]}), got {text!r}")
+        if key not in ("clip", "prior", "decoder", "upsampler"):
+            raise ValueError(f"{option} names an unknown stage {key!r}; stages: clip, prior, decoder, upsampler")
+        if key in out:
+            raise ValueError(f"{option} names {key} twice")
+        out[key] = value(v)
+    other = [k for k in out if k not in stages]
+    if other:
+        raise ValueError(f"{option} names stages that are not being trained: {other} (training: {', '.join(stages)})")
+    return out
+
+
 def _parse_budgets(text: str, stages: tuple[str, ...]) -> dict[str, float]:
     """``"120"`` (every stage) or ``"clip=80,decoder=220"`` → {stage: seconds}."""
-    try:
-        if "=" not in text:
-            return {s: float(text) for s in stages}
-        pairs = (item.split("=", 1) for item in text.split(","))
-        budgets = {k.strip(): float(v) for k, v in pairs}
-    except ValueError:
-        raise ValueError(f"--budget/--steps must be a number ('120') or stage=number pairs ('clip=80,decoder=220'), got {text!r}")
-    unknown = set(budgets) - set(stages)
-    if unknown:
-        raise ValueError(f"--budget/--steps name stages that are not being trained: {sorted(unknown)}")
-    return budgets
+    return _parse_per_stage(text, stages, "--budget", "seconds")
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train stages of the shapes pipeline (every stage with ``all``) into --out."""
+    """Train stages of the shapes pipeline (every stage with ``all``) into --out; resumable."""
+    from safetensors import SafetensorError
+
     from .paths import runs_dir
-    from .stages import STAGES, train_all
+    from .stages import STAGES, process_rank, train_all
+    from .train import TrainingDiverged
 
     stages = STAGES if args.stage == "all" else (args.stage,)
-    budgets = _parse_budgets(args.budget, stages) if args.budget else None
+    budgets = _parse_per_stage(args.budget, stages, "--budget", "seconds") if args.budget is not None else None
+    caps = _parse_per_stage(args.steps, stages, "--steps", "steps") if args.steps is not None else None
+    bank = _parse_whole(args.bank, "--bank") if args.bank is not None else None
+    seed = _parse_whole(args.seed, "--seed")
     out = Path(args.out) if args.out else runs_dir() / "weights"
-    caps = {k: int(v) for k, v in _parse_budgets(args.steps, stages).items()} if args.steps else None
-    report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, max_steps=caps,
-                       bank_size=args.bank, seed=args.seed)
-    print(f"dalle-mini train: wrote {', '.join('shapes_' + s for s in stages)} to {out} in {report['seconds']} s")
+    try:
+        report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, max_steps=caps,
+                           bank_size=bank, seed=seed, option_names=_TRAIN_OPTIONS)
+    except (OSError, SafetensorError) as exc:  # e.g. the disk filled up while a checkpoint was written
+        reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
+        raise ValueError(f"writing to {out} failed ({reason}); what was finished is kept in {out}/train_runs: "
+                         "fix the cause and run the same command again to resume") from None
+    except TrainingDiverged as exc:
+        raise ValueError(str(exc)) from None
+    except KeyboardInterrupt:
+        if process_rank() == 0:
+            print(f"dalle-mini train: interrupted; the work done is kept in {out}/train_runs: run the same command "
+                  "again to resume", file=sys.stderr)
+        return 130
+    if process_rank() == 0:
+        print(f"dalle-mini train: {', '.join('shapes_' + s for s in stages)} in {out} ({report['seconds']} s; "
+              f"run the same command again after an interruption to resume)")
     return 0
 
 
@@ -273,14 +330,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--low-res", action="store_true", help="stop at the decoder's 32×32 (skip the upsampler)")
     p.set_defaults(fn=_cmd_generate)
 
-    p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)")
-    p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"])
-    p.add_argument("--mode", choices=["smoke", "cpu", "gpu"], help="recipe sizes (default: the run mode)")
-    p.add_argument("--out", help="folder for the weights (default runs/weights; data/weights ships)")
-    p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220' (steps are fitted to it)")
-    p.add_argument("--steps", help="step caps overriding the recipes, '5000' or 'clip=3000,decoder=20000'")
-    p.add_argument("--bank", type=int, help="scenes rendered once and sampled from (default by mode)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)",
+                       description="Train stages of the shapes pipeline into --out. Resumable: after an "
+                                   "interruption, run the same command again; finished stages are skipped and the "
+                                   "interrupted one resumes from its checkpoint (in OUT/train_runs/).")
+    p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"],
+                   help="the stage to train, or all four in order (prior and decoder need a CLIP in --out)")
+    p.add_argument("--mode", choices=["smoke", "cpu", "gpu"],
+                   help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode: DALLE_MINI_MODE, else gpu "
+                        "with CUDA, else cpu)")
+    p.add_argument("--out", help="folder for the weights (default: weights/ in the runs folder, DALLE_MINI_RUNS; "
+                                 "data/weights holds the shipped ones)")
+    p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220'; each stage runs "
+                                    "as many steps as fit, at most its recipe's (default: no budget)")
+    p.add_argument("--steps", help="step counts overriding the recipes, '5000' or 'clip=3000,decoder=20000' "
+                                   "(default: each recipe's)")
+    p.add_argument("--bank", help="scenes rendered once and sampled from, at least 1 "
+                                  "(default by mode: smoke 64, cpu 4000, gpu 200000; the upsampler's recipe sets its own)")
+    p.add_argument("--seed", default="0", help="seed of every random draw, 0 to 4294967295 (default 0)")
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)")

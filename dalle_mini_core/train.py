@@ -74,9 +74,11 @@ __all__ = [
 ]
 
 METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "img_per_s", "time_s")
-# TrainConfig fields that may change between a run and its resumption.
+# TrainConfig fields that may change between a run and its resumption. ``out_dir`` is one: a run
+# directory is the run found in it, however the path is spelled (trailing slash, relative path,
+# symlink) and wherever the folder was moved.
 RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "progress", "max_seconds",
-                              "device", "ddp_find_unused"})
+                              "device", "ddp_find_unused", "out_dir"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -459,13 +461,15 @@ def _prepare_run_dir(out: Path, identity: dict[str, Any], resume: bool, overwrit
         diffs = _identity_differences(json.loads(run_json.read_text()), identity)
         if diffs:
             raise ValueError(
-                f"{out} holds a run with a different config ({'; '.join(diffs)}). Use another out_dir, "
-                "or pass overwrite=True to delete that run's checkpoints and metrics and start again."
+                f"{out} holds a run with a different config ({'; '.join(diffs)}); nothing was changed. "
+                "To continue that run, use its config; to start this one, use another out_dir "
+                "(or move that folder aside)."
             )
     if existing is not None and not resume and not overwrite:
         raise ValueError(
             f"{out} already has checkpoints (latest {existing.name}) and resume=False would overwrite "
-            "them. Pass resume=True to continue that run, or overwrite=True to start again."
+            "them; nothing was changed. Pass resume=True to continue that run, or use another out_dir "
+            "to start a new one."
         )
     if overwrite and rank == 0:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
@@ -536,7 +540,9 @@ def train(
 
     `data` is ``batch_fn(step) -> dict`` or a re-iterable of dict batches (module docstring).
     With ``config.out_dir`` set, resumes from the latest checkpoint there (`resume`), refuses
-    a directory holding a different run unless `overwrite`, and writes metrics and checkpoints.
+    a directory holding a different run, and writes metrics and checkpoints. The run is the
+    one found in the directory, however its path is spelled or wherever it was moved.
+    ``overwrite=True`` DELETES the checkpoints and metrics found there and starts again.
     Raises TrainingDiverged when the loss becomes NaN/inf or explodes.
     """
     # 1. Check the inputs.
@@ -698,7 +704,8 @@ def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overw
                 if world > 1:
                     dist.barrier()
             if time_up:
-                bar.write(f"max_seconds={config.max_seconds:g} reached: stopped after step {completed} of {config.steps}")
+                if main:  # tqdm.write prints even when the bar is disabled: rank 0 only
+                    bar.write(f"max_seconds={config.max_seconds:g} reached: stopped after step {completed} of {config.steps}")
                 break
     except KeyboardInterrupt:
         # Nothing silently loses work: keep the completed steps (single process only).

@@ -222,6 +222,46 @@ def test_run_directory_is_not_silently_overwritten(tmp_path):
     assert same_weights(probe, again.model)
 
 
+def test_advice_never_suggests_deleting_the_run(tmp_path):
+    """The refusals say how to keep the run (its config, another out_dir), never overwrite=True,
+    and leave its checkpoints where they were."""
+    out = str(tmp_path / "run")
+    train(fresh_model(), batch_fn, cfg(steps=4, out_dir=out, ckpt_every=2))
+    before = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    for call in (lambda: train(fresh_model(), batch_fn, cfg(steps=4, lr=1e-3, out_dir=out, ckpt_every=2)),
+                 lambda: train(fresh_model(), batch_fn, cfg(steps=4, out_dir=out, ckpt_every=2), resume=False)):
+        with pytest.raises(ValueError) as err:
+            call()
+        msg = str(err.value)
+        assert "overwrite=True" not in msg and "delete" not in msg
+        assert "another out_dir" in msg and "nothing was changed" in msg
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == before
+
+
+@pytest.mark.parametrize("spelling", ["trailing slash", "relative", "dot relative", "symlink", "moved"])
+def test_a_run_directory_spelled_otherwise_or_moved_is_the_same_run(spelling, tmp_path, monkeypatch):
+    uninterrupted = train(fresh_model(), batch_fn, cfg(ckpt_every=4))
+
+    def crashing(step: int) -> dict:
+        if step == 9:
+            raise RuntimeError("power cut")
+        return batch_fn(step)
+
+    with pytest.raises(RuntimeError):
+        train(fresh_model(), crashing, cfg(out_dir=str(tmp_path / "runs" / "a"), ckpt_every=4))
+    monkeypatch.chdir(tmp_path)
+    again = {"trailing slash": str(tmp_path / "runs" / "a") + "/", "relative": "runs/a", "dot relative": "./runs/a/",
+             "symlink": "link", "moved": str(tmp_path / "elsewhere" / "b")}[spelling]
+    if spelling == "symlink":
+        os.symlink(tmp_path / "runs" / "a", tmp_path / "link")
+    if spelling == "moved":
+        (tmp_path / "elsewhere").mkdir()
+        os.rename(tmp_path / "runs" / "a", tmp_path / "elsewhere" / "b")
+    resumed = train(fresh_model(), batch_fn, cfg(out_dir=again, ckpt_every=4))
+    assert resumed.resumed_from == 8 and resumed.step == 12
+    assert same_weights(resumed.model, uninterrupted.model) and same_weights(resumed.ema, uninterrupted.ema)
+
+
 def test_bad_model_or_data_is_refused():
     with pytest.raises(TypeError, match="loss"):
         train(nn.Linear(2, 2), batch_fn, cfg())
