@@ -31,6 +31,16 @@ def test_readme_and_notebook_00_agree_with_the_run_records():
     assert not out_of_date, f"course map out of date in {out_of_date}: run python scripts/course_map.py"
 
 
+def test_readme_lists_every_caption_template_of_the_package():
+    from dalle_mini_core.data.attributes import ONE_OBJECT_TEMPLATES, TWO_OBJECT_TEMPLATES
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(course_map.TEMPLATES_BEGIN), readme.index(course_map.TEMPLATES_END)
+    block = readme[start:end]
+    assert block.count("\n- `") == len(ONE_OBJECT_TEMPLATES) + len(TWO_OBJECT_TEMPLATES)
+    assert "`a <size> <colour> <shape> at the <position>`" in block
+
+
 def test_every_notebook_has_a_course_entry_and_no_entry_is_invented():
     stems = [p.stem for p in course_map.notebooks(ROOT)]
     assert stems, "no notebooks found"
