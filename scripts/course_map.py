@@ -157,7 +157,12 @@ def header_time(rec: dict | None) -> str:
     cpu, gpu = times(rec)
     if rec is None:
         return "Measured time: not recorded yet (see the course map in the README)."
-    return f"Measured time of the saved run (cpu mode): {cpu}; GPU: {gpu}."
+    load, cpus = rec.get("load_average"), rec.get("cpus")
+    busy = ""
+    if load is not None and cpus:
+        busy = (f" The machine had {cpus} cores and a load of {load:.1f} when the run started"
+                + (" (busy: other jobs shared it, so a quiet laptop is faster)." if load > cpus else "."))
+    return f"Measured time of the saved run (cpu mode): {cpu}; GPU: {gpu}.{busy}"
 
 
 def _replace_between(text: str, begin: str, end: str, new_inner: str, *, keep_markers: bool) -> str:
