@@ -4,10 +4,11 @@ Every notebook and module asks this module for its device (`get_device`), seeds 
 `seed_everything`, and sizes its work with `run_mode()` / `by_mode(...)`. Nothing else in
 the course calls `.cuda()` or reads `CUDA_VISIBLE_DEVICES`.
 
-Run modes (DESIGN.md, "Run modes"):
+Run modes (also in the README, "Run modes"):
 
 * ``smoke`` — set by the test suite (``DALLE_MINI_SMOKE=1``): a handful of steps, seconds.
-* ``cpu``   — the default without a GPU: each notebook finishes in a few minutes.
+* ``cpu``   — the default without a GPU: each notebook finishes in minutes (the README's course
+  map lists each one's measured time).
 * ``gpu``   — the default with a GPU: the full course run on the reduced datasets.
 
 ``DALLE_MINI_MODE=smoke|cpu|gpu`` overrides the automatic choice.

@@ -64,6 +64,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"executing {path} ...", flush=True)
         seconds = execute(path, args.timeout)
         print(f"  {path.name}: {seconds:.0f} s", flush=True)
+    # the course map (README, notebook 00, notebook headers) follows the new records
+    sys.path.insert(0, str(ROOT / "scripts"))
+    import course_map
+
+    changed = course_map.write()
+    print("course map updated: " + ", ".join(changed) if changed else "course map already up to date", flush=True)
     return 0
 
 
