@@ -8,7 +8,7 @@ Run by ``make notebooks``. Each notebook is executed top to bottom (the run mode
     "dalle_mini": {"mode": "cpu", "seconds": 341.2, "threads": 1, "load_average": 1.9,
                    "cpus": 2, "machine": "x86_64", "executed": "2026-11-30"}
 
-``load_average`` is the machine's one-minute load when the run started: a time measured on a
+``load_average`` is the machine's one-minute load averaged over the run (sampled every 15 s): a time measured on a
 busy machine is slower than a student's quiet laptop, and the course map says so. The course
 map in the README and notebook 00 is generated from these records
 (``python scripts/course_map.py``), so the times printed there are the measured ones.
@@ -20,6 +20,7 @@ import datetime as _dt
 import os
 import platform
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -33,12 +34,27 @@ def execute(path: Path, timeout: int = 3600) -> float:
     mode = os.environ.setdefault("DALLE_MINI_MODE", "cpu")
     os.environ.setdefault("IPYTHONDIR", str(ROOT / "tests" / "ipython"))
     nb = nbformat.read(path, as_version=4)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    loads: list[float] = []
+    done = threading.Event()
+
+    def sample_load() -> None:  # the one-minute load, every 15 s while the notebook runs
+        while hasattr(os, "getloadavg"):
+            loads.append(os.getloadavg()[0])
+            if done.wait(15):
+                break
+
+    sampler = threading.Thread(target=sample_load, daemon=True)
+    sampler.start()
     start = time.perf_counter()
-    ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
-        nb, {"metadata": {"path": str(path.parent)}}
-    )
+    try:
+        ExecutePreprocessor(timeout=timeout, kernel_name="python3").preprocess(
+            nb, {"metadata": {"path": str(path.parent)}}
+        )
+    finally:
+        done.set()
+        sampler.join()
     seconds = time.perf_counter() - start
+    load = sum(loads) / len(loads) if loads else None
     nb.metadata["dalle_mini"] = {
         "mode": mode,
         "seconds": round(seconds, 1),
