@@ -264,7 +264,11 @@ class _Progress:
         from tqdm import tqdm
 
         bar = tqdm(total=total, desc=f"{desc:>10}", file=sys.stderr, unit="step", leave=True, dynamic_ncols=True)
-        handle = module.register_forward_pre_hook(lambda *_: bar.update(1))
+
+        def step(module: nn.Module, args: tuple) -> None:  # a pre-hook must return None (a value replaces the args)
+            bar.update(1)
+
+        handle = module.register_forward_pre_hook(step)
         try:
             yield
         finally:
