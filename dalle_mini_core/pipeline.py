@@ -795,8 +795,7 @@ class UnCLIP(nn.Module):
         (exactly up to the inversion's error with the default ``decoder_guidance=None``, the
         model the inversion used). `seed` feeds the upsampler only.
         """
-        K = V.integer("n_frames", n_frames, minimum=2, maximum=V.MAX_IMAGES,
-                      why=" (at least 2: the two endpoints)")
+        K = V.integer("n_frames", n_frames, minimum=2, maximum=V.MAX_IMAGES, why_min=" (the two endpoints)")
         self._no_caption_path("interpolate")
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=True)
         generator = _generator(seed, None)

@@ -85,8 +85,16 @@ def scalar(name: str, value: object) -> int | float:
     return value
 
 
-def integer(name: str, value: object, *, minimum: int = 1, maximum: int | None = None, why: str = "") -> int:
-    """An int (Python, NumPy or 0-d torch int) in [minimum, maximum]; floats such as 2.0 or 2.5 are refused."""
+def _int_phrase(minimum: int) -> str:
+    return {0: "a non-negative int", 1: "a positive int"}.get(minimum, f"an int, at least {minimum}")
+
+
+def integer(name: str, value: object, *, minimum: int = 1, maximum: int | None = None, why: str = "",
+            why_min: str = "") -> int:
+    """An int (Python, NumPy or 0-d torch int) in [minimum, maximum]; floats such as 2.0 or 2.5 are refused.
+
+    `why` explains the upper bound, `why_min` the lower one, in the message.
+    """
     torch = _torch()
     if torch is not None and torch.is_tensor(value) and value.dim() == 0 and not value.is_floating_point() \
             and value.dtype != torch.bool and not value.is_complex():
@@ -94,11 +102,12 @@ def integer(name: str, value: object, *, minimum: int = 1, maximum: int | None =
     np = sys.modules.get("numpy")
     if np is not None and isinstance(value, np.integer):
         value = int(value)
-    bounds = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an int {bounds}, got {_short(value)}")
-    if value < minimum or (maximum is not None and value > maximum):
-        raise ValueError(f"{name} must be an int {bounds}{why}, got {value}")
+        raise ValueError(f"{name} must be {_int_phrase(minimum)}, got {_short(value)}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {_int_phrase(minimum)}{why_min}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}{why}, got {value}")
     return int(value)
 
 
@@ -113,9 +122,13 @@ def guidance(name: str, value: object, *, allow_none: bool = True) -> float | No
     if value is None and allow_none:
         return None
     number = scalar(name, value)
-    if not math.isfinite(number) or not 0 <= number <= MAX_GUIDANCE:
-        raise ValueError(f"{name} must be a finite number in [0, {MAX_GUIDANCE:g}] (0: unconditional, "
-                         f"1: conditional, > 1: stronger), got {number!r}")
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {number!r}")
+    if number < 0:
+        raise ValueError(f"{name} must be >= 0 (0: unconditional, 1: conditional, > 1: stronger), got {number}")
+    if number > MAX_GUIDANCE:
+        raise ValueError(f"{name} must be at most {MAX_GUIDANCE:g} (papers use 1 to 10; far larger scales overflow to "
+                         f"NaN and black pictures), got {number:g}")
     return float(number)
 
 
