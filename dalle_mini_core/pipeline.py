@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import validate as V
-from .data.tokens import check_length
 from .defaults import GENERATE_DEFAULTS
 
 __all__ = [
@@ -508,8 +507,16 @@ class UnCLIP(nn.Module):
         return (self.image_size,) if out is None or out == self.image_size else (self.image_size, out)
 
     def _check_prompts(self, prompts: object) -> list[str]:
+        from .data.tokens import token_length
+
         prompts = V.prompts(prompts)
-        check_length(prompts, context_length=self.clip.context_length)
+        context = self.clip.context_length
+        for p in prompts:
+            n = token_length(p)
+            if n > context:  # the caption is cut in the message: a 10,000-character prompt stays one readable line
+                shown = p if len(p) <= 120 else p[:120] + "…"
+                raise ValueError(f"caption {shown!r} needs {n} tokens (with start/end) but the text encoder reads "
+                                 f"{context}; shorten it")
         return prompts
 
     def _check_embeddings(self, name: str, emb: object) -> torch.Tensor:

@@ -58,7 +58,8 @@ def assert_clear(rc, err, match):
     lines = [line for line in err.splitlines() if line.strip()]
     errors = [line for line in lines if ": error: " in line]
     assert rc == 2 and len(errors) == 1, (rc, err)
-    assert all(line.startswith("dalle-mini ") for line in lines), err
+    # ours, or argparse's usage lines above its own error line (e.g. `--n 2.5`)
+    assert all(line.startswith(("dalle-mini ", "usage: dalle-mini ", " ")) for line in lines), err
     assert re.search(match, errors[0]), errors[0]
     assert len(errors[0]) < 1200
     return errors[0]
@@ -80,6 +81,22 @@ def no_work(monkeypatch):
 # --------------------------------------------------------------------------------------------
 
 GENERATE_BEFORE_WORK = [
+    # clear before too: re-run so that none regresses
+    ("prompt_empty", [""], "a prompt is empty"),
+    ("prompt_spaces", ["   "], "a prompt is empty"),
+    ("prompt_newline_tab", ["\n\t"], "a prompt is empty"),
+    ("n_neg", [P, "--n=-1"], "--n must be a positive int, got -1"),
+    ("n_float", [P, "--n", "2.5"], "argument --n: invalid int value: '2.5'"),
+    ("seed_float", [P, "--seed", "1.5"], "argument --seed: invalid int value: '1.5'"),
+    ("prior_steps_0", [P, "--prior-steps", 0], "--prior-steps must be a positive int, got 0"),
+    ("prior_steps_neg", [P, "--prior-steps=-3"], "--prior-steps must be a positive int, got -3"),
+    ("decoder_steps_0", [P, "--decoder-steps", 0], "--decoder-steps must be a positive int, got 0"),
+    ("decoder_steps_neg", [P, "--decoder-steps=-3"], "--decoder-steps must be a positive int, got -3"),
+    ("upsampler_steps_0", [P, "--upsampler-steps", 0], "--upsampler-steps must be a positive int, got 0"),
+    ("upsampler_steps_neg", [P, "--upsampler-steps=-3"], "--upsampler-steps must be a positive int, got -3"),
+    ("decoder_guid_neg", [P, "--decoder-guidance=-1"], r"--decoder-guidance must be >= 0"),
+    ("out_nosuffix", [P, "--out", "x"], r"--out must end in \.png"),
+    # the probe's failures
     ("prompt_ctrl_ansi", ["a small \x1b[31mred\x1b[0m circle\x07 at the top left"], r"prompt holds the control character '\\x1b'"),
     ("prompt_lone_surrogate_bytes", ["a small red circle \udced\udca0\udc80"], "lone surrogate"),
     ("prompt_nul_A7", ["a small red\x00 circle"], r"control character '\\x00'"),
@@ -224,6 +241,23 @@ def _damage(folder: Path, case: str) -> None:
         _edit_json(clip, lambda m: m["config"]["fields"].update({"mlp_ratio": "four" * 300}))
     elif case == "manifest_invalid":
         (folder / "MANIFEST.json").write_text("{not json")
+    elif case == "manifest_list":
+        (folder / "MANIFEST.json").write_text("[]")
+    elif case == "manifest_unlisted":
+        _edit_json(folder / "MANIFEST.json", lambda m: m.pop("shapes_prior.json"))
+    elif case == "badsha":
+        _edit_json(folder / "MANIFEST.json", lambda m: m.update({"shapes_prior.safetensors": "0" * 64}))
+    elif case == "json_bad_format":
+        _edit_json(folder / "shapes_prior.json", lambda m: m.update({"format": "other"}))
+    elif case == "json_unknown_field":
+        _edit_json(folder / "shapes_prior.json", lambda m: m["config"]["fields"].update({"bogus": 1}))
+    elif case == "json_str_width":
+        _edit_json(folder / "shapes_prior.json", lambda m: m["config"]["fields"].update({"width": "256"}))
+    elif case == "json_missing":
+        (folder / "shapes_clip.json").unlink()
+    elif case == "empty":
+        for f in folder.iterdir():
+            f.unlink()
     elif case != "good":
         raise AssertionError(case)
     if case.startswith("json_") and (folder / "MANIFEST.json").exists():  # a crafted folder ships a matching manifest
@@ -249,6 +283,21 @@ WEIGHTS_CASES = [  # probe case, what the one error line must say
     ("weights_json_clip_mlp_str", r"shapes_clip"),
     ("weights_manifest_invalid", r"MANIFEST\.json.*not valid JSON"),
     ("weights_pickle_st_man", r"shapes_decoder\.safetensors is corrupt"),
+    # clear before too: re-run so that none regresses
+    ("weights_badsha", r"shapes_prior\.safetensors is corrupt or was changed"),
+    ("weights_bitrot_man", r"shapes_prior\.safetensors is corrupt or was changed"),
+    ("weights_garbhdr_man", r"shapes_decoder\.safetensors is corrupt or was changed"),
+    ("weights_nanbytes_man", r"shapes_decoder\.safetensors is corrupt or was changed"),
+    ("weights_trunc_header_man", r"shapes_decoder\.safetensors is corrupt or was changed"),
+    ("weights_trunc_man", r"shapes_decoder\.safetensors is corrupt or was changed"),
+    ("weights_zero_man", r"shapes_decoder\.safetensors is corrupt or was changed"),
+    ("weights_manifest_list", r"MANIFEST\.json must hold a JSON object"),
+    ("weights_manifest_unlisted", r"shapes_prior\.json is not listed in"),
+    ("weights_json_bad_format", r"shapes_prior\.json is not a dalle-mini-core checkpoint"),
+    ("weights_json_unknown_field", r"shapes_prior.*\['bogus'\]"),
+    ("weights_json_str_width", r"shapes_prior.*width must be a positive int"),
+    ("weights_json_missing", r"shapes_clip"),
+    ("weights_empty", r"no shapes pipeline weights in .*dalle-mini train all"),
 ]
 
 
@@ -261,6 +310,21 @@ def test_generate_refuses_a_damaged_or_crafted_weights_folder(case, match, good_
     rc, out, err = run(["generate", P, "--weights", folder, "--out", tmp_path / "g.png", *FAST], capsys)
     assert_clear(rc, err, match)
     assert not (tmp_path / "g.png").exists()
+
+
+def test_generate_weights_folder_missing_or_a_file(tmp_path, capsys):
+    """weights_missing, weights_is_file: clear before too."""
+    rc, _, err = run(["generate", P, "--weights", tmp_path / "nope", "--out", tmp_path / "g.png", *FAST], capsys)
+    assert_clear(rc, err, r"weights folder .*nope not found")
+    (tmp_path / "MANIFEST.json").write_text("{}")
+    rc, _, err = run(["generate", P, "--weights", tmp_path / "MANIFEST.json", "--out", tmp_path / "g.png", *FAST], capsys)
+    assert_clear(rc, err, r"weights folder .*MANIFEST\.json not found")
+
+
+def test_generate_prompt_too_long_after_loading(good_weights, tmp_path, capsys):
+    """prompt_long500: clear before too (the tokenizer's length is known once CLIP's config is read)."""
+    rc, _, err = run(["generate", "red " * 500, "--weights", good_weights, "--out", tmp_path / "g.png", *FAST], capsys)
+    assert_clear(rc, err, r"needs \d+ tokens")
 
 
 def test_generate_warns_about_a_folder_without_manifest_G8(good_weights, tmp_path, capsys):
