@@ -7,18 +7,61 @@
     dalle-mini bench unet --json F  U-Net speed against peer implementations
     dalle-mini info                 versions, device and run mode
 
+    dalle-mini --version            the installed version
+
 Each sub-command is a small function; the heavy imports happen inside it so that
-``dalle-mini --help`` answers at once.
+``dalle-mini --help`` answers at once. Every option is checked before any work, by the
+checkers in `dalle_mini_core.validate` (the same ones the Python API uses); a bad value, a
+damaged weights file or a full disk ends with one line ``dalle-mini CMD: error: ...`` and exit
+code 2, never a traceback (``DALLE_MINI_DEBUG=1`` shows the traceback). Pictures are written
+atomically. ``generate`` and ``demo`` show a progress bar per stage on stderr when it is a
+terminal (``--quiet``: none).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 import time
+import warnings
 from pathlib import Path
+from typing import Any
+
+from . import validate as V
 
 __all__ = ["main"]
+
+MAX_EVAL_N = 2000  # eval --n: 10x the default; 10**8 ran for minutes, then ran out of memory
+MAX_PER_PROMPT = 16  # eval --per-prompt
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    """--quiet: no bars; otherwise bars when stderr is a terminal (None)."""
+    return False if getattr(args, "quiet", False) else None
+
+
+def _save_grid(images: Any, path: Path, **kwargs: Any) -> Path:
+    """`viz.save_grid`, written atomically: a failed write leaves the previous picture intact."""
+    from .viz import save_grid
+
+    return V.atomic_write(path, lambda tmp: save_grid(images, tmp, **kwargs))
+
+
+def _write_text(path: Path, text: str) -> Path:
+    return V.atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def _json_ready(obj: Any) -> Any:
+    """NaN and infinities become null: strict JSON parsers reject a bare NaN."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_ready(v) for v in obj]
+    return obj
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -47,15 +90,18 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from .device import run_mode
     from .paths import runs_dir
     from .schedule import NoiseSchedule
-    from .viz import save_grid
 
-    out = Path(args.out) if args.out else runs_dir() / "demo"
-    out.mkdir(parents=True, exist_ok=True)
+    seed = V.seed("--seed", args.seed)
+    out = V.output_folder("--out", args.out if args.out is not None else runs_dir() / "demo")
+    progress = _progress(args)
     t0 = time.perf_counter()
     lines: list[str] = []
+    # everything that is read from disk is read (and checked) first, before any picture is drawn
+    emoji = EmojiDataset(split="train", image_size=64)
+    uncond = _load_uncond()
 
     # 1. text → image: the shipped shapes pipeline (CLIP → prior → decoder → upsampler)
-    shapes64 = ShapesDataset(split="test", length=2, image_size=64, num_objects=1, seed=args.seed)
+    shapes64 = ShapesDataset(split="test", length=2, image_size=64, num_objects=1, seed=seed)
     try:
         from .pipeline import UnCLIP
 
@@ -66,38 +112,38 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     if pipe is not None:
         fast = {"decoder_steps": 2, "upsampler_steps": 2, "prior_steps": 2} if run_mode() == "smoke" else {}
         t = time.perf_counter()
-        images = pipe.generate(list(DEMO_PROMPTS), n_per_prompt=4, seed=args.seed, **fast)
-        gallery = save_grid(images.cpu(), out / "text_to_image.png", nrow=4, scale=2)
-        (out / "text_to_image_prompts.txt").write_text("\n".join(DEMO_PROMPTS) + "\n")
+        images = pipe.generate(list(DEMO_PROMPTS), n_per_prompt=4, seed=seed, progress=progress, **fast)
+        gallery = _save_grid(images.cpu(), out / "text_to_image.png", nrow=4, scale=2)
+        _write_text(out / "text_to_image_prompts.txt", "\n".join(DEMO_PROMPTS) + "\n")
         lines.append(f"{gallery}  (text → image: one row per prompt in text_to_image_prompts.txt, "
                      f"{time.perf_counter() - t:.1f} s; the last row's colour–shape pair was never in training)")
         # variations: the first column is a real test image, the rest share its CLIP embedding
         real_a, real_b = shapes64[0][0], shapes64[1][0]
         t = time.perf_counter()
-        var = pipe.variations(real_a[None], n=4, seed=args.seed, **{k: v for k, v in fast.items() if k != "prior_steps"})
-        variations = save_grid(torch.cat([real_a[None], var.cpu()]), out / "variations.png", nrow=5, scale=2)
+        var = pipe.variations(real_a[None], n=4, seed=seed, progress=progress,
+                              **{k: v for k, v in fast.items() if k != "prior_steps"})
+        variations = _save_grid(torch.cat([real_a[None], var.cpu()]), out / "variations.png", nrow=5, scale=2)
         lines.append(f"{variations}  (variations: a real image, then 4 decodings of its CLIP embedding, "
                      f"{time.perf_counter() - t:.1f} s)")
         t = time.perf_counter()
         steps = {"decoder_steps": 2, "upsampler_steps": 2} if fast else {}
-        frames = pipe.interpolate(real_a[None], real_b[None], n_frames=5, seed=args.seed, **steps)
-        interp = save_grid(torch.cat([real_a[None], frames.cpu(), real_b[None]]), out / "interpolation.png", nrow=7,
+        frames = pipe.interpolate(real_a[None], real_b[None], n_frames=5, seed=seed, progress=progress, **steps)
+        interp = _save_grid(torch.cat([real_a[None], frames.cpu(), real_b[None]]), out / "interpolation.png", nrow=7,
                            scale=2)
         lines.append(f"{interp}  (interpolation: image A, 5 frames along slerp(z_A, z_B), image B, "
                      f"{time.perf_counter() - t:.1f} s)")
 
     # 2. the datasets
-    shapes = ShapesDataset(split="train", length=16, image_size=64, seed=args.seed)
+    shapes = ShapesDataset(split="train", length=16, image_size=64, seed=seed)
     items = [shapes[i] for i in range(len(shapes))]
-    shapes_png = save_grid(torch.stack([img for img, _ in items]), out / "shapes.png", nrow=8, scale=2)
-    (out / "shapes_captions.txt").write_text("\n".join(c for _, c in items) + "\n")
+    shapes_png = _save_grid(torch.stack([img for img, _ in items]), out / "shapes.png", nrow=8, scale=2)
+    _write_text(out / "shapes_captions.txt", "\n".join(c for _, c in items) + "\n")
 
-    emoji = EmojiDataset(split="train", image_size=64)
-    gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(emoji), generator=gen)[:16].tolist()
     e_items = [emoji[i] for i in idx]
-    emoji_png = save_grid(torch.stack([img for img, _ in e_items]), out / "emoji.png", nrow=8, scale=2)
-    (out / "emoji_captions.txt").write_text("\n".join(c for _, c in e_items) + "\n")
+    emoji_png = _save_grid(torch.stack([img for img, _ in e_items]), out / "emoji.png", nrow=8, scale=2)
+    _write_text(out / "emoji_captions.txt", "\n".join(c for _, c in e_items) + "\n")
 
     # 3. forward process: one image per row, noised at ten evenly spaced t, for both schedules
     rows = []
@@ -109,10 +155,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for img, eps in zip(x0, noise):
             xt = sched.q_sample(img.expand(len(ts), -1, -1, -1), ts, noise=eps.expand(len(ts), -1, -1, -1))
             rows.append(xt)
-    noising_png = save_grid(torch.cat(rows), out / "noising.png", nrow=len(ts), scale=2)
+    noising_png = _save_grid(torch.cat(rows), out / "noising.png", nrow=len(ts), scale=2)
 
     # 4. the reverse process: the shipped unconditional shapes denoiser draws from pure noise
-    samples_png = _demo_samples(out / "samples.png", seed=args.seed)
+    samples_png = _demo_samples(uncond, out / "samples.png", seed=seed, progress=progress)
 
     print(f"dalle-mini demo: pictures in {out} ({time.perf_counter() - t0:.1f} s in all)")
     for line in lines:
@@ -127,40 +173,51 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_generate(args: argparse.Namespace) -> int:
     """Text → images with the shapes unCLIP pipeline (shipped weights, or --weights DIR)."""
+    from .paths import runs_dir
+
+    # 1. every option, before any work (the pipeline checks them again against the loaded weights)
+    prompts = V.prompts(args.prompts)
+    n = V.integer("--n", args.n, maximum=V.MAX_IMAGES)
+    if len(prompts) * n > V.MAX_IMAGES:
+        raise ValueError(f"{len(prompts)} prompts × --n {n} = {len(prompts) * n} images; at most {V.MAX_IMAGES} per run")
+    seed = V.seed("--seed", args.seed)
+    settings = dict(prior_steps=V.steps("--prior-steps", args.prior_steps),
+                    prior_guidance=V.guidance("--prior-guidance", args.prior_guidance, allow_none=False),
+                    decoder_steps=V.steps("--decoder-steps", args.decoder_steps),
+                    decoder_guidance=V.guidance("--decoder-guidance", args.decoder_guidance, allow_none=False),
+                    upsampler_steps=V.steps("--upsampler-steps", args.upsampler_steps))
+    out = V.output_file("--out", args.out if args.out is not None else runs_dir() / "generate.png",
+                        (".png", ".jpg", ".jpeg"), what=" (a picture grid)")
+
+    # 2. the work
     import torch
 
     from .device import get_device
     from .pipeline import UnCLIP
-    from .viz import save_grid
 
-    out = Path(args.out)
-    if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise ValueError(f"--out must end in .png or .jpg (a picture grid), got {args.out!r}")
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1, got {args.n}")
     t0 = time.perf_counter()
     pipe = UnCLIP.from_pretrained("shapes", folder=args.weights, upsampler=not args.low_res)
     t_load = time.perf_counter() - t0
-    kwargs = dict(n_per_prompt=args.n, seed=args.seed, prior_steps=args.prior_steps, prior_guidance=args.prior_guidance,
-                  decoder_steps=args.decoder_steps, decoder_guidance=args.decoder_guidance,
-                  upsampler_steps=args.upsampler_steps, use_prior=not args.no_prior)
     t1 = time.perf_counter()
-    images = pipe.generate(list(args.prompts), **kwargs)  # (P·n, 3, S, S), rows grouped by prompt
+    images = pipe.generate(prompts, n_per_prompt=n, seed=seed, use_prior=not args.no_prior, progress=_progress(args),
+                           **settings)  # (P·n, 3, S, S), rows grouped by prompt
     seconds = time.perf_counter() - t1
     size = images.shape[-1]
-    path = save_grid(images.cpu(), out, nrow=args.n, scale=max(1, 128 // size))
+    path = _save_grid(images.cpu(), out, nrow=n, scale=max(1, 128 // size))
+
+    # 3. the report (the picture is safe on disk before anything is printed)
     print(f"dalle-mini generate: {images.shape[0]} images of {size}×{size} in {seconds:.1f} s "
           f"({seconds / images.shape[0]:.2f} s per image on {get_device()}, {torch.get_num_threads()} threads; "
           f"weights loaded in {t_load:.1f} s)")
     from .data.attributes import parse_caption
 
-    for i, prompt in enumerate(args.prompts):
+    for i, prompt in enumerate(prompts):
         try:
             parse_caption(prompt)
             note = ""
         except ValueError:  # still generated: CLIP's tokenizer reads any text
             note = "  (not one of the training captions' patterns, e.g. 'a small red circle at the top left')"
-        print(f"  row {i + 1}: {prompt}{note}")
+        print(f"  row {i + 1}: {V.printable(prompt)}{note}")
     print(f"  {path}")
     return 0
 
@@ -252,42 +309,68 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_samples(path: Path, seed: int) -> Path | None:
-    """16 unconditional shapes samples from the shipped weights (None, with a note, if absent)."""
-    import torch
-
+def _load_uncond() -> Any:
+    """The shipped unconditional shapes denoiser (checked against the manifest), or None with a note."""
     from .checkpoints import load_pretrained
     from .device import get_device
-    from .diffusion import Denoiser
-    from .sampling import ddim_sample
-    from .schedule import NoiseSchedule
-    from .viz import save_grid
 
     try:
-        net = load_pretrained("shapes_uncond", device=get_device()).eval()
+        return load_pretrained("shapes_uncond", device=get_device()).eval()
     except FileNotFoundError as exc:
         print(f"  (no unconditional samples: {exc})")
         return None
+
+
+def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None) -> Path | None:
+    """16 unconditional shapes samples from the shipped weights (None when they are absent)."""
+    if net is None:
+        return None
+    import torch
+
+    from .device import get_device
+    from .diffusion import Denoiser
+    from .pipeline import _stderr_is_tty
+    from .sampling import ddim_sample
+    from .schedule import NoiseSchedule
+
     model = Denoiser(net, NoiseSchedule.make("cosine", 1000), prediction="eps").to(get_device())
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(16, 3, 32, 32, generator=gen)
-    x0 = ddim_sample(model, x_T.to(get_device()), model.schedule.respace(25).to(get_device()), generator=gen)
-    return save_grid(x0.cpu(), path, nrow=8, scale=4)
+    x0 = ddim_sample(model, x_T.to(get_device()), model.schedule.respace(25).to(get_device()), generator=gen,
+                     progress=_stderr_is_tty() if progress is None else progress)
+    return _save_grid(x0.cpu(), path, nrow=8, scale=4)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     """Evaluate the trained stages of a dataset's pipeline; print and optionally save JSON."""
+    # every option before any work; 0 is refused, never read as "the default"
+    n = None if args.n is None else V.integer("--n", args.n, maximum=MAX_EVAL_N)
+    per_prompt = V.integer("--per-prompt", args.per_prompt, maximum=MAX_PER_PROMPT)
+    seed = V.seed("--seed", args.seed)
+    n_prompts = None
+    if args.prompts is not None:
+        most = _prompt_count("heldout")
+        n_prompts = V.integer("--prompts", args.prompts, maximum=most, why=f" (there are {most} held-out prompts)")
+    json_path = None if args.json is None else V.output_file("--json", args.json)
+
     from .evaluate import evaluate
 
-    report = evaluate(args.dataset, weights=args.weights, n=args.n, seed=args.seed, captions=not args.no_captions,
-                      n_prompts=args.prompts, n_per_prompt=args.per_prompt)
-    text = json.dumps(report, indent=2)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(text + "\n")
-        print(f"wrote {args.json}")
+    report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
+                      n_prompts=n_prompts, n_per_prompt=per_prompt)
+    text = json.dumps(_json_ready(report), indent=2)
+    if json_path is not None:
+        _write_text(json_path, text + "\n")
+        print(f"wrote {json_path}")
     print(text)
     return 0
+
+
+def _prompt_count(kind: str) -> int:
+    """How many distinct caption-accuracy prompts a kind has (`metrics.prompt_set`: 54 held out, 270 seen)."""
+    from .data.attributes import POSITIONS, SIZES
+    from .metrics import _combinations
+
+    return len(_combinations(kind)) * len(SIZES) * len(POSITIONS)
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
@@ -301,33 +384,72 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Help(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default (argparse's ArgumentDefaultsHelpFormatter, minus the
+    "(default: None)" and "(default: False)" that say nothing: those options state their default in words)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "%(default)" in text or any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                or not action.option_strings:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dalle-mini-core")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
+        return "unknown (not installed; run `make install`)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .defaults import GENERATE_DEFAULTS as GEN  # no torch import: --help stays instant
 
-    parser = argparse.ArgumentParser(prog="dalle-mini", description="DALL·E 2 (unCLIP) from scratch: the course's command line.")
+    parser = argparse.ArgumentParser(prog="dalle-mini", description="DALL·E 2 (unCLIP) from scratch: the course's command line.",
+                                     epilog="Troubleshooting: DALLE_MINI_DATA (the data/ folder), DALLE_MINI_RUNS (where "
+                                     "outputs go; default ./runs), DALLE_MINI_DEVICE (cpu, cuda, mps), "
+                                     "DALLE_MINI_DEBUG=1 (show tracebacks).", formatter_class=_Help)
+    parser.add_argument("--version", action="version", version=f"dalle-mini {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("info", help="versions, device and run mode")
+    p = sub.add_parser("info", help="versions, device and run mode", formatter_class=_Help)
     p.set_defaults(fn=_cmd_info)
 
-    p = sub.add_parser("demo", help="the main job: write pictures to runs/demo/")
-    p.add_argument("--out", help="output folder (default runs/demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="the main job: write pictures to runs/demo/", formatter_class=_Help,
+                       description="Text to images with the shipped weights, variations, an interpolation, the two "
+                                   "datasets, the noising process and unconditional samples, as PNG files.")
+    p.add_argument("--out", help="output folder (default: runs/demo in the working directory, or $DALLE_MINI_RUNS/demo)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw: same seed, same pictures "
+                                                       f"(0 … {V.MAX_SEED})")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
     p.set_defaults(fn=_cmd_demo)
 
-    p = sub.add_parser("generate", help="text to images with the shapes pipeline (shipped weights)")
+    p = sub.add_parser("generate", help="text to images with the shapes pipeline (shipped weights)", formatter_class=_Help,
+                       description="Text to images with the shapes unCLIP pipeline: CLIP text encoder → prior → "
+                                   "decoder (32×32) → upsampler (64×64). Writes one grid, one row per prompt.")
     p.add_argument("prompts", nargs="+", help='one or more captions, e.g. "a small red circle at the top left"')
-    p.add_argument("--n", type=int, default=4, help="images per prompt (one grid row each; default 4)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same images")
-    p.add_argument("--out", default="runs/generate.png", help="the picture grid to write (.png or .jpg)")
-    p.add_argument("--weights", help="a folder from `dalle-mini train all` (default: the shipped data/weights)")
-    p.add_argument("--prior-steps", type=int, default=GEN["prior_steps"])
-    p.add_argument("--prior-guidance", type=float, default=GEN["prior_guidance"])
-    p.add_argument("--decoder-steps", type=int, default=GEN["decoder_steps"])
-    p.add_argument("--decoder-guidance", type=float, default=GEN["decoder_guidance"])
-    p.add_argument("--upsampler-steps", type=int, default=GEN["upsampler_steps"])
+    p.add_argument("--n", type=int, default=4, help=f"images per prompt (one grid row each; at most {V.MAX_IMAGES} "
+                                                    "images per run)")
+    p.add_argument("--seed", type=int, default=0, help=f"same seed, same images (0 … {V.MAX_SEED})")
+    p.add_argument("--out", help="the picture grid to write, .png or .jpg (default: runs/generate.png in the working "
+                                 "directory, or $DALLE_MINI_RUNS/generate.png)")
+    p.add_argument("--weights", help="a folder from `dalle-mini train all` or UnCLIP.save_pretrained "
+                                     "(default: the shipped data/weights)")
+    p.add_argument("--prior-steps", type=int, default=GEN["prior_steps"], help="DDIM steps of the prior (1 … 1000)")
+    p.add_argument("--prior-guidance", type=float, default=GEN["prior_guidance"],
+                   help=f"prior's classifier-free guidance scale (0: unconditional, 1: conditional, > 1: closer to "
+                        f"the text; at most {V.MAX_GUIDANCE:g})")
+    p.add_argument("--decoder-steps", type=int, default=GEN["decoder_steps"], help="DDIM steps of the decoder (1 … 1000)")
+    p.add_argument("--decoder-guidance", type=float, default=GEN["decoder_guidance"],
+                   help=f"decoder's classifier-free guidance scale (0 … {V.MAX_GUIDANCE:g}, as for the prior)")
+    p.add_argument("--upsampler-steps", type=int, default=GEN["upsampler_steps"],
+                   help="DDIM steps of the 32→64 upsampler (1 … 1000)")
     p.add_argument("--no-prior", action="store_true", help="decode the text embedding itself (the no-prior baseline)")
     p.add_argument("--low-res", action="store_true", help="stop at the decoder's 32×32 (skip the upsampler)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
     p.set_defaults(fn=_cmd_generate)
 
     p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)",
@@ -350,34 +472,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", default="0", help="seed of every random draw, 0 to 4294967295 (default 0)")
     p.set_defaults(fn=_cmd_train)
 
-    p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)")
-    p.add_argument("dataset", choices=["shapes", "emoji"])
-    p.add_argument("--weights", help="folder with <dataset>_clip / <dataset>_prior (default: shipped data/weights)")
-    p.add_argument("--json", help="also write the report to this file")
-    p.add_argument("--n", type=int, help="samples per measurement (default 200; 16 in smoke mode)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prompts", type=int, help="caption accuracy: prompts per kind, seen and held out (default 54)")
-    p.add_argument("--per-prompt", type=int, default=1, help="caption accuracy: images per prompt (default 1)")
+    p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)", formatter_class=_Help)
+    p.add_argument("dataset", choices=["shapes", "emoji"], help="which pipeline's stages to measure")
+    p.add_argument("--weights", help="folder with <dataset>_clip / <dataset>_prior (default: the shipped data/weights)")
+    p.add_argument("--json", help="also write the report to this file (default: print it only)")
+    p.add_argument("--n", type=int, help=f"samples per measurement, 1 … {MAX_EVAL_N} (default: 200; 16 in smoke mode)")
+    p.add_argument("--seed", type=int, default=0, help=f"seed of every random draw (0 … {V.MAX_SEED})")
+    p.add_argument("--prompts", type=int, help="caption accuracy: prompts per kind, seen and held out, 1 … 54 "
+                                               "(default: 54; 4 in smoke mode)")
+    p.add_argument("--per-prompt", type=int, default=1, help=f"caption accuracy: images per prompt (1 … {MAX_PER_PROMPT})")
     p.add_argument("--no-captions", action="store_true", help="skip the caption-accuracy section (it generates images)")
     p.set_defaults(fn=_cmd_eval)
 
-    p = sub.add_parser("bench", help="speed benchmarks")
-    p.add_argument("what", choices=["unet"])
-    p.add_argument("--json", help="write the results to this JSON file")
-    p.add_argument("--configs", nargs="+", default=["ref32"], choices=["ref32", "ref64"])
+    p = sub.add_parser("bench", help="speed benchmarks", formatter_class=_Help)
+    p.add_argument("what", choices=["unet"], help="what to time")
+    p.add_argument("--json", help="write the results to this JSON file (default: print only)")
+    p.add_argument("--configs", nargs="+", default=["ref32"], choices=["ref32", "ref64"], help="model sizes to time")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per model (medians are reported)")
-    p.add_argument("--threads", type=int, help="torch threads (1 is steadier on a shared CPU)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's; 1 is steadier on a shared CPU)")
     p.set_defaults(fn=_cmd_bench)
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """An exception as one printable line: its message (its lines joined), with the type when that helps."""
+    text = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    if not isinstance(exc, (ValueError, TypeError, OSError, RuntimeError)) or not text:
+        text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return V.printable(text, limit=1000)
+
+
+#: Exceptions that mean "this input, file, disk or device cannot be used": exit 2 with one line.
+#: Anything else is a bug of ours: one line too, exit 1, and DALLE_MINI_DEBUG=1 shows the traceback.
+_EXPECTED: tuple[type[BaseException], ...] = (ValueError, TypeError, OSError, RuntimeError, MemoryError)
+
+
+def _check_environment() -> None:
+    """The environment variables the commands read, checked before any work."""
+    from .device import run_mode
+
+    if os.environ.get("DALLE_MINI_DEVICE"):
+        V.device(os.environ["DALLE_MINI_DEVICE"], name="DALLE_MINI_DEVICE")
+    run_mode()  # DALLE_MINI_MODE must be smoke, cpu or gpu
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit code (0 ok, 2 a clear error, 1 an internal error, 130 interrupted)."""
+    parser = build_parser()
     try:
-        return args.fn(args)
-    except (ValueError, FileNotFoundError) as exc:
-        print(f"dalle-mini {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a usage error argparse already explained
+        return exc.code if isinstance(exc.code, int) else 2
+    prefix = f"dalle-mini {args.command}"
+
+    def show_warning(message, category, filename, lineno, file=None, line=None):  # one line, no source excerpt
+        print(f"{prefix}: warning: {V.printable(str(message), limit=1000)}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show_warning
+        try:
+            _check_environment()
+            return args.fn(args)
+        except KeyboardInterrupt:
+            print(f"{prefix}: interrupted", file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # stdout closed early (`dalle-mini generate ... | head -1`): the files are written
+            try:  # no second error when Python flushes stdout at exit
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError, AttributeError):
+                pass
+            return 141  # as if killed by SIGPIPE, like other Unix tools
+        except Exception as exc:
+            if os.environ.get("DALLE_MINI_DEBUG", "") not in ("", "0"):
+                raise
+            expected = isinstance(exc, _EXPECTED) or type(exc).__name__ == "SafetensorError"
+            kind = "error" if expected else "internal error (please report it; DALLE_MINI_DEBUG=1 shows the traceback)"
+            print(f"{prefix}: {kind}: {_one_line(exc)}", file=sys.stderr)
+            return 2 if expected else 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -501,6 +501,8 @@ class Decoder(Denoiser):
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
             raise ValueError(f"steps must be an int >= 2, got {steps!r}")
         t_max = min(INVERSION_T_MAX, self.schedule.num_timesteps - 1)
+        if steps > t_max + 1:  # more would repeat timesteps (and a huge count would loop for hours)
+            raise ValueError(f"steps must be at most {t_max + 1} (the distinct timesteps 0 … {t_max}), got {steps}")
         kept = sorted({round(i * t_max / (steps - 1)) for i in range(steps)})
         return self.schedule.respace(kept)
 

@@ -1,8 +1,9 @@
 """Where the course keeps its files: the repository's ``data/`` folder and run outputs.
 
 The package is installed in editable mode from the repository, so ``data/`` sits beside it.
-``DALLE_MINI_DATA`` points elsewhere (for instance at a copy of ``data/`` on a faster disk);
-``DALLE_MINI_RUNS`` sets where training runs and generated images go (default ``runs/``).
+``DALLE_MINI_DATA`` points elsewhere (for instance at a copy of ``data/`` on a faster disk).
+Outputs (training runs, generated images) go to ``runs/`` in the current working directory, or
+to ``DALLE_MINI_RUNS``: never into the package's own folder, which may be a read-only install.
 """
 from __future__ import annotations
 
@@ -29,8 +30,12 @@ def data_dir() -> Path:
 
 
 def runs_dir() -> Path:
-    """Where runs and outputs are written (created on first use)."""
+    """Where runs and outputs are written: ``$DALLE_MINI_RUNS``, else ``./runs`` (created on first use)."""
     env = os.environ.get("DALLE_MINI_RUNS")
-    path = Path(env) if env else repo_root() / "runs"
-    path.mkdir(parents=True, exist_ok=True)
+    path = Path(env) if env else Path.cwd() / "runs"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot create the runs folder {path} ({exc.strerror}); set DALLE_MINI_RUNS "
+                                 "to a folder you can write") from None
     return path

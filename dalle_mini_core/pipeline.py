@@ -23,22 +23,28 @@ Code names ↔ paper symbols: ``text_emb`` = z_t, ``image_emb`` = z_i, ``x_T`` =
 """
 from __future__ import annotations
 
-import math
+import contextlib
+import json
+import os
+import re
+import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data.tokens import check_length
+from . import validate as V
 from .defaults import GENERATE_DEFAULTS
 
 __all__ = [
     "PARTS",
     "Generation",
+    "UnCLIPOutput",
     "slerp",
     "text_diff_embeddings",
     "check_image",
@@ -58,6 +64,19 @@ class Generation:
     image_emb: torch.Tensor  # (N, D) unit-norm image embeddings the decoder drew from (z_i)
     text_emb: torch.Tensor  # (N, D) unit-norm CLIP text embeddings of the prompts (z_t)
     prompts: list[str]  # (N,) the prompt of each row
+
+
+@dataclass
+class UnCLIPOutput:
+    """What calling the pipeline diffusers-style returns: ``pipe(prompt, num_images_per_prompt=4).images``.
+
+    `images` is a list of PIL images (``output_type="pil"``, the default), a float array
+    (N, H, W, 3) in [0, 1] (``"np"``) or a float tensor (N, 3, H, W) in [0, 1] (``"pt"``), rows
+    grouped by prompt as in `UnCLIP.generate`; `prompts` gives each row's prompt.
+    """
+
+    images: Any
+    prompts: list[str]
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,7 +100,11 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, *, eps: flo
         raise TypeError("a and b must be float tensors")
     if a.shape[-1] != b.shape[-1]:
         raise ValueError(f"a and b must have the same last dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
+    V.finite_tensor("a", a)
+    V.finite_tensor("b", b)
     t = torch.as_tensor(t, dtype=torch.float64, device=a.device)
+    if not bool(torch.isfinite(t).all()):
+        raise ValueError("t holds NaN or infinite values")
     a64, b64 = a.double(), b.double()
     cos = (F.normalize(a64, dim=-1) * F.normalize(b64, dim=-1)).sum(-1, keepdim=True).clamp(-1.0, 1.0)  # (..., 1)
     if bool((cos < -1.0 + eps).any()):
@@ -117,21 +140,24 @@ def text_diff_embeddings(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
+def _guidance_scale(name: str, value: object) -> float | None:
+    """A checked guidance scale for the samplers: None (conditional model alone) or a number in [0, MAX_GUIDANCE]."""
+    scale = V.guidance(name, value)
+    return None if scale == 1 else scale  # s = 1 is the conditional model: skip the null half
 
 
-def _check_guidance(name: str, value: object) -> float | None:
-    """A guidance scale: None (the conditional model alone) or a number >= 0."""
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a number or None, got {value!r}")
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0 (0: unconditional, 1: conditional, > 1: stronger), got {value}")
-    return None if value == 1 else float(value)  # s = 1 is the conditional model: skip the null half
+def _generator(seed: object, generator: object) -> torch.Generator:
+    """The noise source of a call: `generator` when given, else a CPU generator seeded with `seed`."""
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return generator
+    return torch.Generator().manual_seed(V.seed("seed", seed))
+
+
+def _schedule_length(part: nn.Module, default: int = V.MAX_STEPS) -> int:
+    schedule = getattr(part, "schedule", None)
+    return int(getattr(schedule, "num_timesteps", default))
 
 
 def check_image(image: object, sizes: Sequence[int], name: str = "image") -> torch.Tensor:
@@ -150,6 +176,8 @@ def check_image(image: object, sizes: Sequence[int], name: str = "image") -> tor
         image = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
     if not torch.is_tensor(image):
         raise TypeError(f"{name} must be a float tensor (3, S, S) in [-1, 1] or a PIL RGB image, got {type(image).__name__}")
+    if image.device.type == "meta":
+        raise ValueError(f"{name} is on the meta device: it holds no pixels")
     if not image.is_floating_point():
         raise TypeError(f"{name} has dtype {image.dtype}; pass a float tensor in [-1, 1] (e.g. x / 127.5 - 1 for uint8)")
     if image.dim() == 3:
@@ -181,12 +209,158 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
+#: Pipelines whose weights data/weights ships.
+SHIPPED: tuple[str, ...] = ("shapes",)
+#: Pipelines the course defines whose weights are not shipped yet (a folder of your own works).
+NOT_SHIPPED_YET: tuple[str, ...] = ("emoji",)
+#: ``pipeline.json`` in a folder written by `UnCLIP.save_pretrained`.
+PIPELINE_FORMAT = "dalle-mini-core/pipeline/v1"
+#: Rows the decoder and upsampler draw at once: memory stays flat however many images a call asks for.
+DECODE_CHUNK = 64
+_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+
+# diffusers' UnCLIPPipeline names → ours (for ``pipe(prompt, ...)``); the one-stage names are ambiguous here
+_DIFFUSERS_NAMES = {
+    "prior_num_inference_steps": "prior_steps",
+    "decoder_num_inference_steps": "decoder_steps",
+    "super_res_num_inference_steps": "upsampler_steps",
+    "prior_guidance_scale": "prior_guidance",
+    "decoder_guidance_scale": "decoder_guidance",
+}
+_AMBIGUOUS = {
+    "guidance_scale": "prior_guidance=... and/or decoder_guidance=... (diffusers' UnCLIPPipeline calls them "
+                      "prior_guidance_scale and decoder_guidance_scale; both work here)",
+    "num_inference_steps": "prior_steps=..., decoder_steps=... and/or upsampler_steps=... (diffusers' "
+                           "UnCLIPPipeline: prior_num_inference_steps, decoder_num_inference_steps, "
+                           "super_res_num_inference_steps; these work here too)",
+}
+_CALL_OPTIONS = ("seed", "prior_steps", "prior_guidance", "decoder_steps", "decoder_guidance", "upsampler_steps",
+                 "best_of", "upsample", "use_prior", "progress")
+
+
+def _stderr_is_tty() -> bool:
+    try:
+        return bool(sys.stderr.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Progress:
+    """A tqdm bar per stage on stderr, advanced once per call of the stage's network (one per step).
+
+    ``show`` True/False, or None: only when stderr is a terminal.
+    """
+
+    def __init__(self, show: object) -> None:
+        show = V.boolean("progress", show, allow_none=True)
+        self.show = _stderr_is_tty() if show is None else show
+
+    @contextlib.contextmanager
+    def stage(self, module: object, desc: str, total: int) -> Iterator[None]:
+        if not self.show or not isinstance(module, nn.Module):
+            yield
+            return
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"{desc:>10}", file=sys.stderr, unit="step", leave=True, dynamic_ncols=True)
+
+        def step(module: nn.Module, args: tuple) -> None:  # a pre-hook must return None (a value replaces the args)
+            bar.update(1)
+
+        handle = module.register_forward_pre_hook(step)
+        try:
+            yield
+        finally:
+            handle.remove()
+            bar.close()
+
+
+def _loading(what: Path | str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run a loader; any failure becomes one clear ValueError that names the file (FileNotFoundError stays)."""
+    try:
+        return fn(*args, **kwargs)
+    except FileNotFoundError:
+        raise
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{what}: not valid JSON ({exc})") from exc
+    except ValueError as exc:
+        if str(what) in str(exc):
+            raise
+        raise ValueError(f"{what}: {exc}") from exc
+    except Exception as exc:  # SafetensorError, AttributeError, ImportError, TypeError: a damaged or foreign file
+        raise ValueError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
+
+
+def _check_finite_weights(model: nn.Module, what: str) -> None:
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise ValueError(f"{what} holds NaN or infinite weights ({bad[0]}{more}): the file is damaged; "
+                         "re-train or re-download it")
+
+
+def _folder_dataset(folder: Path) -> tuple[str, tuple[str, ...] | None]:
+    """The pipeline a folder holds: (name, parts) from its pipeline.json, else the one ``<name>_clip`` in it."""
+    info = folder / "pipeline.json"
+    if info.is_file():
+        meta = _loading(info, lambda: json.loads(info.read_text()))
+        parts = meta.get("parts") if isinstance(meta, dict) else None
+        if (not isinstance(meta, dict) or meta.get("format") != PIPELINE_FORMAT
+                or not isinstance(meta.get("dataset"), str) or not _PLAIN_NAME.match(meta["dataset"])
+                or not isinstance(parts, list) or not set(PARTS[:-1]) <= set(parts) <= set(PARTS)):
+            raise ValueError(f"{info} is not a dalle-mini-core pipeline description (written by save_pretrained)")
+        return meta["dataset"], tuple(p for p in PARTS if p in parts)
+    found = sorted(p.name[: -len("_clip.safetensors")] for p in folder.glob("*_clip.safetensors"))
+    found = [f for f in found if _PLAIN_NAME.match(f)]
+    if len(found) == 1:
+        return found[0], None
+    if not found:
+        raise FileNotFoundError(
+            f"no pipeline weights in {_shown(folder)} (no <name>_clip.safetensors). Train them with `dalle-mini "
+            "train all`, or write a pipeline there with UnCLIP.save_pretrained(folder)")
+    raise ValueError(f"{_shown(folder)} holds several pipelines ({', '.join(found)}); pick one: "
+                     f"UnCLIP.from_pretrained({found[0]!r}, folder={str(folder)!r})")
+
+
+def _locate(dataset: object, folder: object) -> tuple[str, Path | None, tuple[str, ...] | None]:
+    """(pipeline name, folder or None for the shipped weights, parts the folder says it holds or None)."""
+    if folder is not None:
+        if isinstance(folder, bytes) or not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
+        if not isinstance(dataset, str) or not _PLAIN_NAME.match(dataset):
+            raise ValueError(f"with folder=..., dataset must be a plain name such as 'shapes', got {dataset!r}")
+        return dataset, Path(folder), None
+    if isinstance(dataset, os.PathLike) or (
+        isinstance(dataset, str) and dataset not in SHIPPED + NOT_SHIPPED_YET
+        and (not _PLAIN_NAME.match(dataset) or Path(dataset).is_dir())
+    ):
+        path = Path(dataset)
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"{_shown(path)} is not a folder. Give a pipeline name ({', '.join(map(repr, SHIPPED))}) or a folder "
+                "written by UnCLIP.save_pretrained or `dalle-mini train all` (a name is never a path into data/weights)")
+        name, parts = _folder_dataset(path)
+        return name, path, parts
+    if not isinstance(dataset, str) or not dataset:
+        raise ValueError(f"dataset must be a pipeline name such as 'shapes' or a folder, got {dataset!r}")
+    if dataset not in SHIPPED + NOT_SHIPPED_YET:
+        raise ValueError(f"unknown pipeline {dataset!r}: the shipped one is {SHIPPED[0]!r}; for weights of your own, "
+                         "give their folder: UnCLIP.from_pretrained('path/to/folder')")
+    return dataset, None, None
+
+
 class UnCLIP(nn.Module):
     """CLIP + diffusion prior + decoder (+ upsampler): text-to-image and the §3 edits.
 
     ``generate(prompts)`` runs the whole stack; ``variations``, ``interpolate`` and ``text_diff``
     edit real images through their CLIP embedding; ``invert`` and ``decode`` expose the two
-    halves (image → (z_i, x_T), (z_i, x_T) → image) that the edits are built from.
+    halves (image → (z_i, x_T), (z_i, x_T) → image) that the edits are built from. Calling the
+    pipeline diffusers-style, ``pipe(prompt, num_images_per_prompt=4, generator=g).images``,
+    gives PIL images. ``from_pretrained`` / ``save_pretrained`` read and write weights folders.
+
+    Every argument is checked before any work (`dalle_mini_core.validate`): seeds in
+    [0, 2**32 − 1], guidance in [0, 100], step counts within the model's schedule, at most
+    `validate.MAX_IMAGES` images per call (drawn `DECODE_CHUNK` at a time).
     """
 
     def __init__(self, clip: nn.Module, prior: nn.Module, decoder: nn.Module, upsampler: nn.Module | None = None) -> None:
@@ -208,18 +382,26 @@ class UnCLIP(nn.Module):
         if prior.config.context_length != clip.context_length:
             raise ValueError(f"context lengths differ: clip {clip.context_length}, prior {prior.config.context_length}")
         self.clip, self.prior, self.decoder, self.upsampler = clip, prior, decoder, upsampler
+        self.dataset = "shapes"  # the file-name prefix save_pretrained writes (from_pretrained sets it)
 
-    # --- loading ------------------------------------------------------------------------------
+    # --- loading and saving ---------------------------------------------------------------------
 
     @classmethod
-    def from_pretrained(cls, dataset: str = "shapes", *, folder: str | Path | None = None,
-                        device: torch.device | str | None = None, upsampler: bool = True) -> "UnCLIP":
-        """Load ``<dataset>_{clip,prior,decoder,upsampler}.safetensors`` (+ .json).
+    def from_pretrained(cls, dataset: str | os.PathLike = "shapes", *, folder: str | os.PathLike | None = None,
+                        device: torch.device | str | None = None, upsampler: bool | None = None) -> "UnCLIP":
+        """Load a pipeline: ``<dataset>_{clip,prior,decoder,upsampler}.safetensors`` (+ .json).
 
-        With `folder` None these are the shipped weights in data/weights, each checked against its
-        sha256 MANIFEST (`checkpoints.load_pretrained`). A `folder` (e.g. the output of
-        ``dalle-mini train all --out DIR``) is checked against its MANIFEST.json when it has one.
-        ``upsampler=False`` leaves the upsampler out (the pipeline then ends at the decoder's size).
+        * ``from_pretrained("shapes")`` — the shipped weights in data/weights, each checked against
+          its sha256 MANIFEST (`checkpoints.load_pretrained`). A name is only a name: never a path.
+          ``"emoji"``: its weights are not shipped yet (a clear FileNotFoundError says so).
+        * ``from_pretrained("path/to/folder")`` — a folder written by `save_pretrained` or
+          ``dalle-mini train all --out DIR``; ``from_pretrained("shapes", folder=DIR)`` names the
+          pipeline in it explicitly. A folder's MANIFEST.json is checked when it has one; without
+          one its files load with a warning (nothing can tell a damaged file from a good one).
+
+        Weights holding NaN or infinite values are refused. ``upsampler=False`` leaves the
+        upsampler out (the pipeline then ends at the decoder's size); None loads it when the
+        weights have one (shipped weights always do).
         """
         from .checkpoints import load_checkpoint, load_pretrained, verify_manifest
         from .clip import CLIPModel
@@ -229,30 +411,78 @@ class UnCLIP(nn.Module):
         from .prior import DiffusionPrior
         from .upsampler import Upsampler
 
-        if not isinstance(dataset, str) or not dataset:
-            raise ValueError(f"dataset must be a non-empty str such as 'shapes', got {dataset!r}")
-        device = torch.device(device) if device is not None else get_device()
+        dataset, folder, folder_parts = _locate(dataset, folder)
+        upsampler = V.boolean("upsampler", upsampler, allow_none=True)
+        device = get_device() if device is None else V.device(device)
         builders = {"clip": CLIPModel, "prior": DiffusionPrior, "decoder": Decoder, "upsampler": Upsampler}
+        weights = data_dir() / "weights" if folder is None else folder
+        if folder is not None and not weights.is_dir():
+            raise FileNotFoundError(f"weights folder {_shown(weights)} not found")
+        if upsampler is None:
+            upsampler = folder_parts is None or "upsampler" in folder_parts
         parts = PARTS if upsampler else PARTS[:-1]
-        weights = data_dir() / "weights" if folder is None else Path(folder)
         missing = [f"{dataset}_{p}" for p in parts if not (weights / f"{dataset}_{p}.safetensors").is_file()]
+        if missing and folder is None and dataset in NOT_SHIPPED_YET:
+            raise FileNotFoundError(
+                f"the {dataset} pipeline's weights are not shipped yet (only {', '.join(map(repr, SHIPPED))} is); "
+                f"if you trained them, give their folder: UnCLIP.from_pretrained('path/to/folder')")
         if missing:
             raise FileNotFoundError(
                 f"no {dataset} pipeline weights in {_shown(weights)} (missing: {', '.join(missing)}). "
                 f"Train them with `dalle-mini train all` (a GPU run; see the README), or build a pipeline "
                 f"from your own parts with UnCLIP(clip, prior, decoder, upsampler)."
             )
+        if folder is not None:
+            manifest = weights / "MANIFEST.json"
+            files = [f"{dataset}_{p}{ext}" for p in parts for ext in (".safetensors", ".json")]
+            if manifest.is_file():
+                _loading(manifest, verify_manifest, manifest, files=files)
+            else:
+                warnings.warn(f"{_shown(weights)} has no MANIFEST.json: its files are loaded unchecked, so a damaged "
+                              "file could give wrong pictures without an error (save_pretrained and `dalle-mini train` "
+                              "write one)", UserWarning, stacklevel=2)
         loaded = []
         for p in parts:
             name = f"{dataset}_{p}"
+            where = _shown(weights / name)
             if folder is None:
-                model = load_pretrained(name, builders[p], device=device)
+                model = _loading(where, load_pretrained, name, builders[p], device=device)
             else:
-                if (weights / "MANIFEST.json").is_file():
-                    verify_manifest(weights / "MANIFEST.json", files=[f"{name}.safetensors", f"{name}.json"])
-                model = load_checkpoint(weights / name, builders[p], device=device)
+                model = _loading(where, load_checkpoint, weights / name, builders[p], device=device)
+            _check_finite_weights(model, where)
             loaded.append(model.float().eval())
-        return cls(*loaded)
+        pipe = cls(*loaded)
+        pipe.dataset = dataset
+        return pipe
+
+    def save_pretrained(self, folder: str | os.PathLike, *, dataset: str | None = None) -> Path:
+        """Write the pipeline to `folder`: ``<dataset>_<part>.safetensors`` + ``.json`` per part,
+        ``pipeline.json`` and, last, ``MANIFEST.json`` (sha256 of every file).
+
+        `from_pretrained(folder)` and ``dalle-mini generate --weights folder`` read it back. Each
+        file is written atomically; an older MANIFEST.json is removed first, so a write cut short
+        leaves a folder that loads with a warning, never one whose manifest vouches for mixed files.
+        `dataset` (default: the name the pipeline was loaded as, "shapes") prefixes the files.
+        """
+        from .checkpoints import save_checkpoint, write_manifest
+
+        folder = V.output_folder("folder", folder)
+        name = self.dataset if dataset is None else dataset
+        if not isinstance(name, str) or not _PLAIN_NAME.match(name):
+            raise ValueError(f"dataset must be a plain name such as 'shapes', got {name!r}")
+        (folder / "MANIFEST.json").unlink(missing_ok=True)
+        files, parts = [], []
+        for p in PARTS:
+            part = getattr(self, p)
+            if part is None:
+                continue
+            stem = save_checkpoint(folder / f"{name}_{p}", part, getattr(part, "config", None))
+            files += [f"{stem.name}.safetensors", f"{stem.name}.json"]
+            parts.append(p)
+        info = {"format": PIPELINE_FORMAT, "dataset": name, "parts": parts}
+        V.atomic_write(folder / "pipeline.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
+        write_manifest(folder, files + ["pipeline.json"])
+        return folder
 
     # --- small helpers ------------------------------------------------------------------------
 
@@ -276,18 +506,25 @@ class UnCLIP(nn.Module):
         out = self.output_size
         return (self.image_size,) if out is None or out == self.image_size else (self.image_size, out)
 
-    def _check_prompts(self, prompts: str | Sequence[str]) -> list[str]:
-        if isinstance(prompts, str):
-            prompts = [prompts]
-        if not isinstance(prompts, (list, tuple)) or not prompts:
-            raise ValueError("prompts must be a non-empty str or a non-empty list of str")
+    def _check_prompts(self, prompts: object) -> list[str]:
+        from .data.tokens import token_length
+
+        prompts = V.prompts(prompts)
+        context = self.clip.context_length
         for p in prompts:
-            if not isinstance(p, str):
-                raise TypeError(f"every prompt must be a str, got {type(p).__name__}")
-            if not p.strip():
-                raise ValueError("a prompt is empty; write what the image should show")
-        check_length(list(prompts), context_length=self.clip.context_length)
-        return list(prompts)
+            n = token_length(p)
+            if n > context:  # the caption is cut in the message: a 10,000-character prompt stays one readable line
+                shown = p if len(p) <= 120 else p[:120] + "…"
+                raise ValueError(f"caption {shown!r} needs {n} tokens (with start/end) but the text encoder reads "
+                                 f"{context}; shorten it")
+        return prompts
+
+    def _check_embeddings(self, name: str, emb: object) -> torch.Tensor:
+        emb = V.finite_tensor(name, emb)
+        D = self.clip.embed_dim
+        if emb.dim() != 2 or emb.shape[1] != D or emb.shape[0] < 1:
+            raise ValueError(f"{name} must have shape (B, {D}), got {tuple(emb.shape)}")
+        return emb
 
     def _prepare(self, image: object, name: str) -> torch.Tensor:
         """A checked input image at the decoder's size (1, 3, s, s); a larger one is area-averaged down."""
@@ -300,18 +537,73 @@ class UnCLIP(nn.Module):
         if getattr(self.decoder.config, "use_text", False):
             raise ValueError(f"{what} needs a decoder without a caption path (use_text=False): there is no caption to give it")
 
+    def _inversion_steps(self, name: str, value: object) -> int:
+        """Steps of a DDIM inversion: 2 … (the inversion's t_max + 1), distinct timesteps only."""
+        from .decoder import INVERSION_T_MAX
+
+        t_max = min(INVERSION_T_MAX, _schedule_length(self.decoder) - 1)
+        return V.steps(name, value, t_max + 1, minimum=2,
+                       why=f" (an inversion visits the distinct timesteps 0 … {t_max} of the decoder's schedule)")
+
+    def _decode_settings(self, decoder_steps: object, decoder_guidance: object, upsampler_steps: object,
+                         upsample: object, *, inverted: bool) -> dict[str, Any]:
+        if inverted:
+            steps = self._inversion_steps("decoder_steps", decoder_steps)
+        else:
+            steps = V.steps("decoder_steps", decoder_steps, _schedule_length(self.decoder))
+        up_steps = V.steps("upsampler_steps", upsampler_steps,
+                           _schedule_length(self.upsampler) if self.upsampler is not None else V.MAX_STEPS)
+        upsample = V.boolean("upsample", upsample, allow_none=True)
+        if upsample and self.upsampler is None:
+            raise ValueError("upsample=True but this pipeline has no upsampler")
+        return dict(decoder_steps=steps, guidance=_guidance_scale("decoder_guidance", decoder_guidance),
+                    upsampler_steps=up_steps, upsample=self.upsampler is not None and upsample is not False)
+
+    def _decode(self, emb: torch.Tensor, tokens: torch.Tensor | None, x_T: torch.Tensor | None,
+                generator: torch.Generator, settings: dict[str, Any], bar: _Progress) -> tuple[torch.Tensor, torch.Tensor]:
+        """Checked inputs → (images, low_res), DECODE_CHUNK rows at a time (decoder for all, then the upsampler)."""
+        emb = F.normalize(emb.float(), dim=-1).to(self.device)  # the decoder was trained on unit-norm z_i
+        chunks = [slice(i, i + DECODE_CHUNK) for i in range(0, emb.shape[0], DECODE_CHUNK)]
+        lows = []
+        with bar.stage(self.decoder, "decoder", settings["decoder_steps"] * len(chunks)):
+            for sl in chunks:
+                # an x_T here comes from invert() (interpolate, text_diff): sample on the inversion's schedule
+                lows.append(self.decoder.sample(emb[sl], tokens=None if tokens is None else tokens[sl],
+                                                x_T=None if x_T is None else x_T[sl], inverted=x_T is not None,
+                                                steps=settings["decoder_steps"], guidance_scale=settings["guidance"],
+                                                generator=generator).clamp(-1, 1))
+        low_res = torch.cat(lows)
+        if not bool(torch.isfinite(low_res).all()):
+            raise RuntimeError("the decoder produced NaN or infinite pixels: its weights are likely damaged")
+        if not settings["upsample"]:
+            return low_res, low_res
+        highs = []
+        with bar.stage(self.upsampler, "upsampler", settings["upsampler_steps"] * len(chunks)):
+            for sl in chunks:
+                highs.append(self.upsampler.sample(low_res[sl], steps=settings["upsampler_steps"],
+                                                   generator=generator).clamp(-1, 1))
+        images = torch.cat(highs)
+        if not bool(torch.isfinite(images).all()):
+            raise RuntimeError("the upsampler produced NaN or infinite pixels: its weights are likely damaged")
+        return images, low_res
+
     # --- the two halves -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def invert(self, image: object, *, steps: int = 50) -> tuple[torch.Tensor, torch.Tensor]:
+    def invert(self, image: object, *, steps: int = 50, progress: bool | None = False) -> tuple[torch.Tensor, torch.Tensor]:
         """An image's bipartite latent (Ramesh et al. 2022, §3.1): (z_i (1, D), x_T (1, 3, s, s)).
 
         z_i is CLIP's image embedding; x_T is the DDIM-inverted noise that the decoder (unguided,
-        `steps` steps) maps back to roughly this image.
+        `steps` steps, 2 … 951 for a 1000-step schedule) maps back to roughly this image.
         """
         self._no_caption_path("invert")
-        steps = _check_positive_int("steps", steps)
+        steps = self._inversion_steps("steps", steps)
         x = self._prepare(image, "image")
+        bar = _Progress(progress)
+        with bar.stage(self.decoder, "inversion", steps):
+            return self._invert(x, steps)
+
+    def _invert(self, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
         z_i = self.clip.encode_image(x)  # (1, D)
         return z_i, self.decoder.invert(x, z_i, steps=steps)
 
@@ -322,12 +614,13 @@ class UnCLIP(nn.Module):
         *,
         x_T: torch.Tensor | None = None,
         tokens: torch.Tensor | None = None,
-        seed: int | None = 0,
+        seed: int = 0,
         generator: torch.Generator | None = None,
         decoder_steps: int = GENERATE_DEFAULTS["decoder_steps"],
         decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
         upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
+        progress: bool | None = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (B, D) → (images, low_res): decoder, then the upsampler.
 
@@ -335,23 +628,22 @@ class UnCLIP(nn.Module):
         (it is sampled on the inversion's schedule, which stops at t = 950); None draws fresh noise.
         `upsample` None upsamples when the pipeline has an upsampler; True without one raises.
         Noise comes from `generator` when given, else from a CPU generator seeded with `seed`.
+        Embeddings and x_T holding NaN or infinite values are refused.
         """
-        decoder_steps = _check_positive_int("decoder_steps", decoder_steps)
-        upsampler_steps = _check_positive_int("upsampler_steps", upsampler_steps)
-        guidance = _check_guidance("decoder_guidance", decoder_guidance)
-        if upsample and self.upsampler is None:
-            raise ValueError("upsample=True but this pipeline has no upsampler")
-        if generator is None:
-            generator = torch.Generator().manual_seed(int(seed or 0))
-        emb = F.normalize(image_emb.float(), dim=-1)  # the decoder was trained on unit-norm z_i
-        # an x_T here comes from invert() (interpolate, text_diff): sample on the inversion's schedule
-        low_res = self.decoder.sample(emb, tokens=tokens, x_T=x_T, inverted=x_T is not None, steps=decoder_steps,
-                                      guidance_scale=guidance,
-                                      generator=generator).clamp(-1, 1)
-        if self.upsampler is None or upsample is False:
-            return low_res, low_res
-        images = self.upsampler.sample(low_res, steps=upsampler_steps, generator=generator).clamp(-1, 1)
-        return images, low_res
+        emb = self._check_embeddings("image_emb", image_emb)
+        B = emb.shape[0]
+        if x_T is not None:
+            x_T = V.finite_tensor("x_T", x_T)
+            u = self.decoder.config.unet
+            shape = (B, u.in_channels, u.image_size, u.image_size)
+            if tuple(x_T.shape) != shape:
+                raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+        if tokens is not None and (not torch.is_tensor(tokens) or tokens.dim() != 2 or tokens.shape[0] != B):
+            raise ValueError(f"tokens must be a (B, L) tensor with B = {B}, got {getattr(tokens, 'shape', tokens)!r}")
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample,
+                                         inverted=x_T is not None)
+        generator = _generator(seed, generator)
+        return self._decode(emb, tokens, x_T, generator, settings, _Progress(progress))
 
     # --- text to image ------------------------------------------------------------------------
 
@@ -362,6 +654,7 @@ class UnCLIP(nn.Module):
         *,
         n_per_prompt: int = 1,
         seed: int = 0,
+        generator: torch.Generator | None = None,
         prior_steps: int = GENERATE_DEFAULTS["prior_steps"],
         prior_guidance: float | None = GENERATE_DEFAULTS["prior_guidance"],
         decoder_steps: int = GENERATE_DEFAULTS["decoder_steps"],
@@ -371,6 +664,7 @@ class UnCLIP(nn.Module):
         upsample: bool | None = None,
         use_prior: bool = True,
         return_intermediates: bool = False,
+        progress: bool | None = False,
     ) -> torch.Tensor | Generation:
         """Text → images (N, 3, S, S) in [-1, 1], N = len(prompts) · n_per_prompt, rows grouped by prompt.
 
@@ -378,38 +672,89 @@ class UnCLIP(nn.Module):
         2. z_i = prior sample (best of `best_of` by cosine to z_t, §2.2), or z_t itself when
            ``use_prior=False`` (the paper's "text embedding" baseline, §5.1);
         3. the decoder draws a low-res image from z_i; 4. the upsampler enlarges it.
-        Same arguments and `seed`, same images. ``return_intermediates`` returns a `Generation`
-        (images, low_res, image_emb, text_emb, prompts) instead of the images alone.
+        Same arguments and `seed`, same images (`generator`, when given, replaces the seed).
+        ``return_intermediates`` returns a `Generation` (images, low_res, image_emb, text_emb,
+        prompts) instead of the images alone. ``progress`` True shows a bar per stage on stderr
+        (None: when stderr is a terminal).
         """
-        # 0. checks
+        # 0. checks, all before any work
         prompts = self._check_prompts(prompts)
-        n = _check_positive_int("n_per_prompt", n_per_prompt)
-        best_of = _check_positive_int("best_of", best_of)
-        prior_steps = _check_positive_int("prior_steps", prior_steps)
-        prior_scale = _check_guidance("prior_guidance", prior_guidance)
-        _check_guidance("decoder_guidance", decoder_guidance)
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int, got {seed!r}")
-        generator = torch.Generator().manual_seed(int(seed))
+        n = V.integer("n_per_prompt", n_per_prompt, maximum=V.MAX_IMAGES)
+        if len(prompts) * n > V.MAX_IMAGES:
+            raise ValueError(f"{len(prompts)} prompts × n_per_prompt {n} = {len(prompts) * n} images; "
+                             f"at most {V.MAX_IMAGES} per call")
+        best_of = V.integer("best_of", best_of, maximum=V.MAX_BEST_OF)
+        use_prior = V.boolean("use_prior", use_prior)
+        return_intermediates = V.boolean("return_intermediates", return_intermediates)
+        prior_steps = V.steps("prior_steps", prior_steps, _schedule_length(self.prior))
+        prior_scale = _guidance_scale("prior_guidance", prior_guidance)
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False)
+        generator = _generator(seed, generator)
+        bar = _Progress(progress)
         rows = [p for p in prompts for _ in range(n)]  # (N,) prompt of each row
         # 1. text embeddings z_t
         tokens = self.clip.tokenize(rows)  # (N, L)
         text_emb = self.clip.encode_text(tokens)  # (N, D), unit norm
         # 2. image embeddings z_i
         if use_prior:
-            image_emb = self.prior.sample_best_of(text_emb, tokens, n=best_of, steps=prior_steps,
-                                                  guidance_scale=prior_scale, generator=generator)
+            with bar.stage(self.prior, "prior", prior_steps):
+                image_emb = self.prior.sample_best_of(text_emb, tokens, n=best_of, steps=prior_steps,
+                                                      guidance_scale=prior_scale, generator=generator)
+            if not bool(torch.isfinite(image_emb).all()):
+                raise RuntimeError("the prior produced NaN or infinite embeddings: its weights are likely damaged")
             image_emb = F.normalize(image_emb.float(), dim=-1)  # (N, D); CLIP's embeddings are unit vectors
         else:
             image_emb = text_emb
         # 3–4. decoder and upsampler
         dec_tokens = tokens if getattr(self.decoder.config, "use_text", False) else None
-        images, low_res = self.decode(image_emb, tokens=dec_tokens, generator=generator, decoder_steps=decoder_steps,
-                                      decoder_guidance=decoder_guidance, upsampler_steps=upsampler_steps,
-                                      upsample=upsample)
+        images, low_res = self._decode(image_emb, dec_tokens, None, generator, settings, bar)
         if not return_intermediates:
             return images
         return Generation(images=images, low_res=low_res, image_emb=image_emb, text_emb=text_emb, prompts=rows)
+
+    @torch.no_grad()
+    def forward(self, prompt: str | Sequence[str] | None = None, num_images_per_prompt: int = 1,
+                generator: torch.Generator | None = None, *, output_type: str = "pil", return_dict: bool = True,
+                **kwargs: Any) -> UnCLIPOutput | tuple:
+        """diffusers-style: ``pipe("a small red circle at the top left", num_images_per_prompt=4, generator=g).images``.
+
+        Returns an `UnCLIPOutput` whose `images` are PIL images (``output_type="np"``: a float
+        array (N, H, W, 3) in [0, 1]; ``"pt"``: a tensor (N, 3, H, W) in [0, 1]); with
+        ``return_dict=False``, the tuple ``(images,)``. Keyword arguments are `generate`'s, or
+        diffusers' UnCLIPPipeline names (``prior_guidance_scale``, ``decoder_num_inference_steps``,
+        ...). The one-stage names ``guidance_scale`` and ``num_inference_steps`` are ambiguous in a
+        three-stage pipeline and raise a TypeError that names ours.
+        """
+        if prompt is None:
+            raise TypeError("pass a prompt: pipe('a small red circle at the top left', num_images_per_prompt=4)")
+        n = V.integer("num_images_per_prompt", num_images_per_prompt, maximum=V.MAX_IMAGES)
+        settings: dict[str, Any] = {}
+        for key, value in kwargs.items():
+            if key in _AMBIGUOUS:
+                raise TypeError(f"{key} is ambiguous in unCLIP's three stages: pass {_AMBIGUOUS[key]}")
+            ours = _DIFFUSERS_NAMES.get(key, key)
+            if ours not in _CALL_OPTIONS:
+                raise TypeError(f"UnCLIP() got an unexpected keyword argument {key!r}; it takes num_images_per_prompt, "
+                                f"generator, output_type, return_dict and {', '.join(_CALL_OPTIONS)}")
+            if ours in settings:
+                raise TypeError(f"{key} repeats {ours}, given already")
+            settings[ours] = value
+        if output_type not in ("pil", "np", "pt"):
+            raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
+        return_dict = V.boolean("return_dict", return_dict)
+        out = self.generate(prompt, n_per_prompt=n, generator=generator, return_intermediates=True, **settings)
+        x = (out.images.detach().float().cpu().clamp(-1, 1) + 1) / 2  # (N, 3, S, S) in [0, 1]
+        if output_type == "pt":
+            images: Any = x
+        elif output_type == "np":
+            images = x.permute(0, 2, 3, 1).numpy()
+        else:
+            from PIL import Image
+
+            from .viz import to_uint8
+
+            images = [Image.fromarray(a) for a in to_uint8(out.images)]
+        return UnCLIPOutput(images=images, prompts=out.prompts) if return_dict else (images,)
 
     # --- image manipulations (Ramesh et al. 2022, §3) -------------------------------------------
 
@@ -424,13 +769,16 @@ class UnCLIP(nn.Module):
         decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
         upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
+        progress: bool | None = False,
     ) -> torch.Tensor:
         """`n` images (n, 3, S, S) that share `image`'s CLIP embedding z_i and differ in their noise (§3.1)."""
-        n = _check_positive_int("n", n)
+        n = V.integer("n", n, maximum=V.MAX_IMAGES)
         self._no_caption_path("variations")
-        z_i = self.clip.encode_image(self._prepare(image, "image"))  # (1, D)
-        images, _ = self.decode(z_i.expand(n, -1), seed=seed, decoder_steps=decoder_steps,
-                                decoder_guidance=decoder_guidance, upsampler_steps=upsampler_steps, upsample=upsample)
+        x = self._prepare(image, "image")
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False)
+        generator = _generator(seed, None)
+        z_i = self.clip.encode_image(x)  # (1, D)
+        images, _ = self._decode(z_i.expand(n, -1), None, None, generator, settings, _Progress(progress))
         return images
 
     @torch.no_grad()
@@ -445,6 +793,7 @@ class UnCLIP(nn.Module):
         decoder_guidance: float | None = None,
         upsampler_steps: int = 25,
         upsample: bool | None = None,
+        progress: bool | None = False,
     ) -> torch.Tensor:
         """`n_frames` images (K, 3, S, S) from `image_a` to `image_b` (§3.2).
 
@@ -453,17 +802,19 @@ class UnCLIP(nn.Module):
         (exactly up to the inversion's error with the default ``decoder_guidance=None``, the
         model the inversion used). `seed` feeds the upsampler only.
         """
-        K = _check_positive_int("n_frames", n_frames)
-        if K < 2:
-            raise ValueError(f"n_frames must be at least 2 (the two endpoints), got {K}")
-        decoder_steps = _check_positive_int("decoder_steps", decoder_steps)
-        z_a, x_a = self.invert(image_a, steps=decoder_steps)
-        z_b, x_b = self.invert(image_b, steps=decoder_steps)
+        K = V.integer("n_frames", n_frames, minimum=2, maximum=V.MAX_IMAGES, why_min=" (the two endpoints)")
+        self._no_caption_path("interpolate")
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=True)
+        generator = _generator(seed, None)
+        a, b = self._prepare(image_a, "image_a"), self._prepare(image_b, "image_b")
+        bar = _Progress(progress)
+        with bar.stage(self.decoder, "inversion", 2 * settings["decoder_steps"]):
+            z_a, x_a = self._invert(a, settings["decoder_steps"])
+            z_b, x_b = self._invert(b, settings["decoder_steps"])
         theta = torch.linspace(0, 1, K, dtype=torch.float64, device=z_a.device).view(K, 1)  # (K, 1)
         z = slerp(z_a, z_b, theta)  # (K, D)
         x_T = slerp(x_a.flatten(1), x_b.flatten(1), theta).view(K, *x_a.shape[1:])  # (K, 3, s, s)
-        images, _ = self.decode(z, x_T=x_T, seed=seed, decoder_steps=decoder_steps, decoder_guidance=decoder_guidance,
-                                upsampler_steps=upsampler_steps, upsample=upsample)
+        images, _ = self._decode(z, None, x_T, generator, settings, bar)
         return images
 
     @torch.no_grad()
@@ -479,26 +830,24 @@ class UnCLIP(nn.Module):
         decoder_guidance: float | None = None,
         upsampler_steps: int = 25,
         upsample: bool | None = None,
+        progress: bool | None = False,
     ) -> torch.Tensor:
         """Edit `image` towards a caption change (§3.3): one image (K, 3, S, S) per strength θ.
 
         z_θ = slerp(z_i, normalise(z_t(to) − z_t(from)), θ) is decoded from the image's DDIM-inverted
         x_T (fixed across θ), so θ = 0 reconstructs the image and larger θ moves it further.
-        The paper uses θ ∈ [0, 0.5]; strengths must lie in [0, 1].
+        The paper uses θ ∈ [0, 0.5]; strengths must lie in [0, 1] (a list, array or 1-d tensor).
         """
         captions = self._check_prompts([from_caption, to_caption])
-        if isinstance(strengths, (int, float)) or not len(strengths):
-            raise ValueError("strengths must be a non-empty sequence of numbers in [0, 1]")
-        for s in strengths:
-            if isinstance(s, bool) or not isinstance(s, (int, float)) or not 0.0 <= s <= 1.0:
-                raise ValueError(f"every strength must be a number in [0, 1], got {s!r}")
-        decoder_steps = _check_positive_int("decoder_steps", decoder_steps)
-        z_i, x_T = self.invert(image, steps=decoder_steps)
+        strengths = V.fractions("strengths", strengths)
+        self._no_caption_path("text_diff")
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=True)
+        generator = _generator(seed, None)
+        x = self._prepare(image, "image")
+        bar = _Progress(progress)
+        with bar.stage(self.decoder, "inversion", settings["decoder_steps"]):
+            z_i, x_T = self._invert(x, settings["decoder_steps"])
         z_from, z_to = self.clip.encode_text(captions)  # (D,), (D,)
         z = text_diff_embeddings(z_i, z_from, z_to, strengths)  # (K, D)
-        images, _ = self.decode(z, x_T=x_T.expand(len(z), -1, -1, -1), seed=seed, decoder_steps=decoder_steps,
-                                decoder_guidance=decoder_guidance, upsampler_steps=upsampler_steps, upsample=upsample)
+        images, _ = self._decode(z, None, x_T.expand(len(z), -1, -1, -1), generator, settings, bar)
         return images
-
-    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:  # pragma: no cover - explicit API only
-        raise TypeError("call UnCLIP.generate(prompts, ...), not the module itself")

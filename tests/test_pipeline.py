@@ -13,14 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from dalle_mini_core.checkpoints import save_checkpoint, write_manifest
-from dalle_mini_core.clip import CLIPModel, clip_config
-from dalle_mini_core.decoder import Decoder, DecoderConfig
-from dalle_mini_core.pipeline import Generation, UnCLIP, check_image, slerp, text_diff_embeddings
+from dalle_mini_core.pipeline import Generation, UnCLIP, UnCLIPOutput, check_image, slerp, text_diff_embeddings
 from dalle_mini_core.prior import DiffusionPrior, PriorConfig
 from dalle_mini_core.unet import UNetConfig
 from dalle_mini_core.upsampler import Upsampler, UpsamplerConfig
-
-D = 16
+from tiny_unclip import D, tiny_parts
 FAST = dict(prior_steps=3, decoder_steps=3, upsampler_steps=2)  # generate's step counts in these tests
 EDIT = dict(decoder_steps=3, upsampler_steps=2)  # the edits' step counts
 
@@ -32,25 +29,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def tiny_parts(seed: int = 0):
-    torch.manual_seed(seed)
-    clip = CLIPModel(clip_config("shapes", image_size=16, vision_width=32, vision_layers=1, vision_head_width=16,
-                                 text_width=32, text_layers=1, text_heads=2, embed_dim=D))
-    prior = DiffusionPrior(PriorConfig(embed_dim=D, width=32, depth=1, heads=2, num_timesteps=100))
-    unet = UNetConfig(image_size=16, base_channels=8, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(8,), num_heads=1, num_groups=4)
-    decoder = Decoder(DecoderConfig(unet=unet, embed_dim=D, context_width=16, num_timesteps=100, spatial="attention"))
-    up_unet = UNetConfig(image_size=32, base_channels=8, channel_mult=(1,), num_res_blocks=1,
-                         attention_resolutions=(), num_heads=1, num_groups=4)
-    upsampler = Upsampler(UpsamplerConfig(unet=up_unet, low_res_size=16, num_timesteps=100))
-    with torch.no_grad():  # zero-initialised output layers would make an untrained net ignore its conditioning
-        for part in (decoder, upsampler):
-            for p in part.parameters():
-                if not p.any():
-                    p.normal_(0, 0.05)
-    return clip.eval(), prior.eval(), decoder.eval(), upsampler.eval()
 
 
 @pytest.fixture(scope="module")
@@ -318,3 +296,101 @@ def test_show_generation_draws_low_res_above_upsampled(pipe):
     fig = show_generation(pipe, "a red circle", 2.0, 3.0, 0, n=2, upsample=False, **FAST)
     assert len(fig.axes) == 2
     plt.close(fig)
+
+
+# --- familiar habits: folders, save_pretrained, the diffusers-style call, progress -------------
+
+
+def test_save_pretrained_round_trip_gives_the_same_pictures(tmp_path, pipe):
+    folder = pipe.save_pretrained(tmp_path / "my_pipe")
+    names = sorted(p.name for p in folder.iterdir())
+    assert "MANIFEST.json" in names and "pipeline.json" in names
+    assert {f"shapes_{p}.safetensors" for p in ("clip", "prior", "decoder", "upsampler")} <= set(names)
+    want = pipe.generate("a red circle", n_per_prompt=2, seed=3, **FAST)
+    for loaded in (UnCLIP.from_pretrained(str(folder), device="cpu"),  # a path, diffusers-style
+                   UnCLIP.from_pretrained(folder, device="cpu"),  # a pathlib.Path
+                   UnCLIP.from_pretrained("shapes", folder=folder, device="cpu")):  # name + folder
+        assert torch.equal(loaded.generate("a red circle", n_per_prompt=2, seed=3, **FAST), want)
+    # a pipeline without an upsampler round-trips too (pipeline.json says which parts there are)
+    clip, prior, decoder, _ = tiny_parts()
+    UnCLIP(clip, prior, decoder).save_pretrained(tmp_path / "low", dataset="mine")
+    low = UnCLIP.from_pretrained(tmp_path / "low", device="cpu")
+    assert low.upsampler is None and low.dataset == "mine"
+
+
+def test_a_saved_folder_is_checked_and_without_manifest_loads_with_a_warning(tmp_path, pipe):
+    folder = pipe.save_pretrained(tmp_path / "p")
+    (folder / "MANIFEST.json").unlink()
+    with pytest.warns(UserWarning, match="no MANIFEST.json"):
+        UnCLIP.from_pretrained(folder, device="cpu")
+    folder = pipe.save_pretrained(tmp_path / "p")  # writes the manifest again
+    blob = bytearray((folder / "shapes_prior.safetensors").read_bytes())
+    blob[-10] ^= 0x40  # bit-rot in the last tensor
+    (folder / "shapes_prior.safetensors").write_bytes(bytes(blob))
+    with pytest.raises(ValueError, match="corrupt"):
+        UnCLIP.from_pretrained(folder, device="cpu")
+
+
+def test_from_pretrained_names_the_unshipped_emoji_weights_and_refuses_paths_as_names(tmp_path):
+    with pytest.raises(FileNotFoundError, match="emoji pipeline's weights are not shipped yet"):
+        UnCLIP.from_pretrained("emoji")
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        UnCLIP.from_pretrained("../../elsewhere/shapes")  # M1: a name is never a path into data/weights
+    with pytest.raises(ValueError, match="unknown pipeline 'nonsense'"):
+        UnCLIP.from_pretrained("nonsense")
+    with pytest.raises(FileNotFoundError, match="no pipeline weights"):
+        UnCLIP.from_pretrained(tmp_path)
+
+
+def test_calling_the_pipeline_like_diffusers_returns_pil_images(pipe):
+    from dalle_mini_core.viz import to_uint8
+
+    g = torch.Generator().manual_seed(4)
+    out = pipe("a small red circle at the top left", num_images_per_prompt=4, generator=g, **FAST)
+    assert isinstance(out, UnCLIPOutput) and len(out.images) == 4
+    assert all(isinstance(im, Image.Image) and im.size == (32, 32) and im.mode == "RGB" for im in out.images)
+    tensors = pipe.generate("a small red circle at the top left", n_per_prompt=4, seed=4, **FAST)  # the tensor API
+    assert np.array_equal(np.stack([np.asarray(im) for im in out.images]), to_uint8(tensors))
+    # diffusers' UnCLIPPipeline names are ours under another name
+    karlo = pipe("a red circle", generator=torch.Generator().manual_seed(1), prior_num_inference_steps=3,
+                 decoder_num_inference_steps=3, super_res_num_inference_steps=2, prior_guidance_scale=4.0,
+                 decoder_guidance_scale=2.0, output_type="pt").images
+    ours = pipe.generate("a red circle", seed=1, prior_steps=3, decoder_steps=3, upsampler_steps=2, prior_guidance=4.0,
+                         decoder_guidance=2.0)
+    assert torch.equal(karlo, (ours + 1) / 2)
+    arr = pipe("a red circle", output_type="np", **FAST).images
+    assert arr.shape == (1, 32, 32, 3) and 0 <= arr.min() and arr.max() <= 1
+    (images,) = pipe("a red circle", return_dict=False, **FAST)
+    assert len(images) == 1
+    with pytest.raises(TypeError, match="prior_guidance=.*decoder_guidance="):
+        pipe("a red circle", guidance_scale=7.5)
+    with pytest.raises(TypeError, match="decoder_steps="):
+        pipe("a red circle", num_inference_steps=50)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'negative_prompt'"):
+        pipe("a red circle", negative_prompt="blurry")
+    with pytest.raises(TypeError, match="pass a prompt"):
+        pipe()
+
+
+def test_progress_shows_one_bar_per_stage_with_its_steps(pipe, capsys):
+    pipe.generate("a red circle", n_per_prompt=2, seed=0, **FAST)
+    assert capsys.readouterr().err == ""  # off by default in the API
+    pipe.generate("a red circle", n_per_prompt=2, seed=0, progress=True, **FAST)
+    err = capsys.readouterr().err
+    for stage, steps in (("prior", 3), ("decoder", 3), ("upsampler", 2)):
+        assert f"{stage}: 100%" in err and f"{steps}/{steps}" in err, (stage, err)
+    pipe.interpolate(image(2), image(3), 3, progress=True, **EDIT)
+    err = capsys.readouterr().err
+    assert "inversion: 100%" in err and "6/6" in err  # two images, 3 inversion steps each
+
+
+def test_decoding_in_chunks_gives_the_same_images(pipe, monkeypatch):
+    import dalle_mini_core.pipeline as P
+
+    z = F.normalize(torch.randn(5, D, generator=torch.Generator().manual_seed(0)), dim=-1)
+    x_T = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    whole, _ = pipe.decode(z, x_T=x_T, upsample=False, decoder_steps=3, decoder_guidance=None)
+    monkeypatch.setattr(P, "DECODE_CHUNK", 2)  # 5 rows: chunks of 2, 2, 1
+    chunked, _ = pipe.decode(z, x_T=x_T, upsample=False, decoder_steps=3, decoder_guidance=None)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert pipe.generate("a red circle", n_per_prompt=5, seed=0, **FAST).shape == (5, 3, 32, 32)
