@@ -221,7 +221,7 @@ class UnCLIP(nn.Module):
         ``dalle-mini train all --out DIR``) is checked against its MANIFEST.json when it has one.
         ``upsampler=False`` leaves the upsampler out (the pipeline then ends at the decoder's size).
         """
-        from .checkpoints import load_checkpoint, load_pretrained, verify_manifest
+        from .checkpoints import load_from_folder, load_pretrained
         from .clip import CLIPModel
         from .decoder import Decoder
         from .device import get_device
@@ -247,10 +247,8 @@ class UnCLIP(nn.Module):
             name = f"{dataset}_{p}"
             if folder is None:
                 model = load_pretrained(name, builders[p], device=device)
-            else:
-                if (weights / "MANIFEST.json").is_file():
-                    verify_manifest(weights / "MANIFEST.json", files=[f"{name}.safetensors", f"{name}.json"])
-                model = load_checkpoint(weights / name, builders[p], device=device)
+            else:  # checked against the folder's MANIFEST.json, or a warning when it has none
+                model = load_from_folder(weights, name, builders[p], device=device)
             loaded.append(model.float().eval())
         return cls(*loaded)
 
