@@ -55,6 +55,7 @@ __all__ = [
     "contrastive_loss",
     "CLIPModel",
     "load_open_clip_checkpoint",
+    "read_open_clip_state_dict",
     "save_clip",
     "load_clip",
     "retrieval_metrics",
@@ -330,16 +331,91 @@ def _check_offline_name(name: str) -> dict[str, Any]:
     return cfg
 
 
+#: torch.load(weights_only=True) can still run code before torch 2.6 (CVE-2025-32434).
+_SAFE_WEIGHTS_ONLY_TORCH = "2.6"
+_PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def _weights_only_is_safe() -> bool:
+    return torch.torch_version.TorchVersion(torch.__version__) >= _SAFE_WEIGHTS_ONLY_TORCH
+
+
+def read_open_clip_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a LOCAL open_clip checkpoint file, read without running code.
+
+    ``.safetensors`` is read as data. A ``.pt``/``.pth``/``.bin`` file (a pickle) is read with
+    ``torch.load(weights_only=True)`` only, never retried without it (open_clip's own loader
+    retries a full unpickle when the safe load raises TypeError), and only on torch >= 2.6,
+    whose weights-only unpickler has no known way to run code. A file the safe reader refuses
+    is refused. open_clip's ``{"state_dict": ...}`` wrapper and ``module.`` prefixes are undone;
+    NaN/inf values are refused.
+    """
+    from .checkpoints import read_safetensors
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        return read_safetensors(path)
+    if suffix not in _PICKLE_SUFFIXES:
+        raise ValueError(f"{path}: unsupported checkpoint format {suffix or '(no suffix)'!r}; use .safetensors "
+                         f"(preferred) or a {'/'.join(_PICKLE_SUFFIXES)} state dict")
+    if not _weights_only_is_safe():
+        raise ValueError(f"{path} is a pickle file, and torch {torch.__version__} cannot read one safely "
+                         f"(torch.load(weights_only=True) can run code before torch {_SAFE_WEIGHTS_ONLY_TORCH}, "
+                         "CVE-2025-32434); upgrade torch, or convert a file you trust to .safetensors")
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)  # no fallback, ever
+    except Exception as exc:  # the weights-only unpickler refused it (or the file is damaged)
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ValueError(f"{path} was refused by torch.load(weights_only=True): {why}. A weights file holds "
+                         "only tensors; this one holds something else (possibly code), so it is not loaded") from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not (isinstance(obj, dict) and obj and all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items())):
+        raise ValueError(f"{path} does not hold a state dict (a dict of named tensors)")
+    if all(k.startswith("module.") for k in obj):
+        obj = {k[len("module."):]: v for k, v in obj.items()}
+    from .checkpoints import _check_finite
+
+    _check_finite(obj, path)
+    return obj
+
+
+def _open_clip_compatible(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """open_clip's own fix-ups of older or third-party state dicts (pure tensor bookkeeping)."""
+    try:
+        from open_clip.convert import convert_state_dict
+    except ImportError:  # older open_clip
+        convert_state_dict = None
+    from open_clip.model import convert_to_custom_text_state_dict, resize_pos_embed, resize_text_pos_embed
+
+    if convert_state_dict is not None:
+        state_dict = convert_state_dict(model, state_dict)
+    if "positional_embedding" in state_dict and not hasattr(model, "positional_embedding"):
+        state_dict = convert_to_custom_text_state_dict(state_dict)
+    for key in ("logit_scale", "logit_bias"):
+        target = getattr(model, key, None)
+        if key in state_dict and target is not None and target.ndim != state_dict[key].ndim:
+            state_dict[key] = state_dict[key].reshape(target.shape)
+    if "logit_bias" not in state_dict and getattr(model, "logit_bias", None) is not None:
+        state_dict["logit_bias"] = torch.zeros_like(state_dict["logit_scale"])
+    resize_pos_embed(state_dict, model)
+    resize_text_pos_embed(state_dict, model)
+    return state_dict
+
+
 def load_open_clip_checkpoint(path: str | Path, model_name_or_config: str | CLIPConfig) -> CLIPModel:
     """A `CLIPModel` holding the weights of a LOCAL open_clip checkpoint file.
 
-    `path`: ``.safetensors`` (preferred) or a ``.pt``/``.pth``/``.bin`` state dict, which is
-    read with ``torch.load(weights_only=True)`` (no pickled code runs). `model_name_or_config`:
-    the architecture — a built-in open_clip name such as ``"ViT-B-32"`` (its image statistics
-    and tokenizer come with it) or a `CLIPConfig`. open_clip's own `load_checkpoint` does the
-    loading, so checkpoints saved by open_clip's training code (``state_dict`` key, ``module.``
-    prefixes) work. Nothing touches a network.
+    `path`: ``.safetensors`` (preferred) or a ``.pt``/``.pth``/``.bin`` state dict, read as
+    `read_open_clip_state_dict` does: with ``torch.load(weights_only=True)`` and no fallback, on
+    torch >= 2.6 only, so no pickled code runs. `model_name_or_config`: the architecture — a
+    built-in open_clip name such as ``"ViT-B-32"`` (its image statistics and tokenizer come with
+    it) or a `CLIPConfig`. Checkpoints saved by open_clip's training code (``state_dict`` key,
+    ``module.`` prefixes) work. Nothing touches a network.
     """
+    from .checkpoints import _check_tensors
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} not found (this course only loads local files)")
@@ -357,7 +433,10 @@ def load_open_clip_checkpoint(path: str | Path, model_name_or_config: str | CLIP
     else:
         raise TypeError(f"model_name_or_config must be an open_clip model name or a CLIPConfig, "
                         f"got {type(model_name_or_config).__name__}")
-    open_clip.load_checkpoint(clip.model, str(path), strict=True, weights_only=True)
+    state_dict = _open_clip_compatible(clip.model, read_open_clip_state_dict(path))
+    expected = {k: tuple(v.shape) for k, v in clip.model.state_dict().items()}
+    _check_tensors(expected, {k: tuple(v.shape) for k, v in state_dict.items()}, str(path))
+    clip.model.load_state_dict(state_dict, strict=True)
     return clip.eval()
 
 

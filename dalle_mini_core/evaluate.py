@@ -38,23 +38,34 @@ __all__ = ["evaluate", "load_stage"]
 DATASETS = ("shapes", "emoji")
 
 
-def load_stage(dataset: str, stage: str, weights: str | Path | None = None) -> torch.nn.Module | None:
-    """`<dataset>_<stage>` from `weights` (a folder) or the shipped data/weights; None if absent."""
-    from .checkpoints import load_checkpoint, load_pretrained, read_checkpoint_json
-    from .checkpoints import _import_object  # the JSON names the model class
+#: The model class of each stage, by its registered name (`checkpoints.registered_classes`).
+STAGE_CLASSES = {"clip": "CLIPModel", "prior": "DiffusionPrior", "decoder": "Decoder", "upsampler": "Upsampler"}
 
+
+def load_stage(dataset: str, stage: str, weights: str | Path | None = None) -> torch.nn.Module | None:
+    """`<dataset>_<stage>` from `weights` (a folder) or the shipped data/weights; None if absent.
+
+    The model class is the stage's own (`STAGE_CLASSES`), never one a file names: a folder is
+    loaded with `checkpoints.load_from_folder` (its MANIFEST.json checked, or a warning without
+    one), the shipped weights with `checkpoints.load_pretrained` (sha256-checked).
+    """
+    from .checkpoints import load_from_folder, load_pretrained, resolve_class
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    if stage not in STAGE_CLASSES:
+        raise ValueError(f"stage must be one of {tuple(STAGE_CLASSES)}, got {stage!r}")
+    build = resolve_class(STAGE_CLASSES[stage], "model", source="evaluate.STAGE_CLASSES")
     name = f"{dataset}_{stage}"
     if weights is None:
         try:
-            model = load_pretrained(name, device=get_device())
+            model = load_pretrained(name, build, device=get_device())
         except FileNotFoundError:
             return None
     else:
-        stem = Path(weights) / name
-        if not stem.with_suffix(".safetensors").is_file():
+        if not (Path(weights) / f"{name}.safetensors").is_file():
             return None
-        cls = _import_object(read_checkpoint_json(stem)["model_class"])
-        model = load_checkpoint(stem, cls, device=get_device())
+        model = load_from_folder(weights, name, build, device=get_device())
     return model.float().eval()
 
 

@@ -291,14 +291,6 @@ def _loading(what: Path | str, fn: Any, *args: Any, **kwargs: Any) -> Any:
         raise ValueError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
 
 
-def _check_finite_weights(model: nn.Module, what: str) -> None:
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
-    if bad:
-        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
-        raise ValueError(f"{what} holds NaN or infinite weights ({bad[0]}{more}): the file is damaged; "
-                         "re-train or re-download it")
-
-
 def _folder_dataset(folder: Path) -> tuple[str, tuple[str, ...] | None]:
     """The pipeline a folder holds: (name, parts) from its pipeline.json, else the one ``<name>_clip`` in it."""
     info = folder / "pipeline.json"
@@ -403,7 +395,7 @@ class UnCLIP(nn.Module):
         upsampler out (the pipeline then ends at the decoder's size); None loads it when the
         weights have one (shipped weights always do).
         """
-        from .checkpoints import load_checkpoint, load_pretrained, verify_manifest
+        from .checkpoints import UnverifiedWeightsWarning, load_from_folder, load_pretrained
         from .clip import CLIPModel
         from .decoder import Decoder
         from .device import get_device
@@ -432,24 +424,21 @@ class UnCLIP(nn.Module):
                 f"Train them with `dalle-mini train all` (a GPU run; see the README), or build a pipeline "
                 f"from your own parts with UnCLIP(clip, prior, decoder, upsampler)."
             )
-        if folder is not None:
-            manifest = weights / "MANIFEST.json"
-            files = [f"{dataset}_{p}{ext}" for p in parts for ext in (".safetensors", ".json")]
-            if manifest.is_file():
-                _loading(manifest, verify_manifest, manifest, files=files)
-            else:
-                warnings.warn(f"{_shown(weights)} has no MANIFEST.json: its files are loaded unchecked, so a damaged "
-                              "file could give wrong pictures without an error (save_pretrained and `dalle-mini train` "
-                              "write one)", UserWarning, stacklevel=2)
+        if folder is not None and not (weights / "MANIFEST.json").is_file():
+            warnings.warn(UnverifiedWeightsWarning(
+                f"{_shown(weights)} has no MANIFEST.json: its files are loaded unchecked, so a damaged "
+                "file could give wrong pictures without an error (save_pretrained and `dalle-mini train` "
+                "write one)"), stacklevel=2)
         loaded = []
         for p in parts:
             name = f"{dataset}_{p}"
             where = _shown(weights / name)
             if folder is None:
                 model = _loading(where, load_pretrained, name, builders[p], device=device)
-            else:
-                model = _loading(where, load_checkpoint, weights / name, builders[p], device=device)
-            _check_finite_weights(model, where)
+            else:  # checked against the folder's MANIFEST.json; without one, warned about once above
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", UnverifiedWeightsWarning)
+                    model = _loading(where, load_from_folder, weights, name, builders[p], device=device)
             loaded.append(model.float().eval())
         pipe = cls(*loaded)
         pipe.dataset = dataset

@@ -273,7 +273,7 @@ WEIGHTS_CASES = [  # probe case, what the one error line must say
     ("weights_zero_noman_G6", r"shapes_decoder"),
     ("weights_garbhdr_noman_G6", r"shapes_decoder"),
     ("weights_pickle_st_G6", r"shapes_decoder"),
-    ("weights_nanbytes_noman_G7", r"shapes_decoder holds NaN or infinite weights"),
+    ("weights_nanbytes_noman_G7", r"shapes_decoder.safetensors holds NaN/inf weights"),
     ("weights_json_array_G9", r"shapes_prior"),
     ("weights_json_class_missing_G9", r"shapes_prior"),
     ("weights_json_class_os_G9", r"shapes_prior"),

@@ -3,21 +3,31 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import warnings
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 from torch import nn
 
+from dalle_mini_core import checkpoints
 from dalle_mini_core.checkpoints import (
     CheckpointMismatchError,
+    CheckpointWarning,
+    UnknownClassError,
+    UnverifiedWeightsWarning,
     config_from_dict,
     config_to_dict,
+    json_dumps_strict,
     load_checkpoint,
+    load_from_folder,
     load_pretrained,
     load_training_state,
     load_weights,
     read_checkpoint_json,
+    register,
     save_checkpoint,
     save_training_state,
     sha256_file,
@@ -95,20 +105,41 @@ def test_save_load_round_trip(tmp_path):
     assert meta["num_parameters"] == sum(p.numel() for p in model.parameters())
 
 
-def test_load_imports_the_stored_config_class(tmp_path):
+@pytest.fixture()
+def registry(monkeypatch):
+    """A private copy of the class registry, so registrations end with the test."""
+    monkeypatch.setattr(checkpoints, "_REGISTERED", dict(checkpoints._REGISTERED))
+
+
+def test_stored_class_names_resolve_only_through_the_registry(tmp_path, registry):
     model = Tiny(TinyConfig(width=4))
     save_checkpoint(tmp_path / "tiny", model, model.config)
-    loaded = load_checkpoint(tmp_path / "tiny", lambda cfg: Tiny(cfg))  # class found by its stored name
-    assert type(loaded.config).__name__ == "TinyConfig" and loaded.config.width == 4
+    # a class the registry does not know is refused, with the file and the name, on one line
+    with pytest.raises(UnknownClassError) as err:
+        load_checkpoint(tmp_path / "tiny", lambda cfg: Tiny(cfg))
+    msg = str(err.value)
+    assert "\n" not in msg and "tiny.json names the config class 'test_checkpoints.TinyConfig'" in msg
+    assert "register(YourClass)" in msg
+    # the class itself, given by code, works without registering
+    assert load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig).config.width == 4
+    # registered (code the user runs), its stored name resolves: config, nested config, model
+    register(TinyConfig)
+    register(Tiny)
+    loaded = load_checkpoint(tmp_path / "tiny")
+    assert type(loaded) is Tiny and loaded.config == model.config
+    with pytest.raises(ValueError, match="already registered"):
+        @register
+        @dataclass
+        class UNetConfig:  # a different class under a name the package owns
+            x: int = 0
+    with pytest.raises(TypeError):
+        register(len)
 
 
 def test_mismatched_file_is_refused_naming_the_tensors(tmp_path):
     model = Tiny(TinyConfig(width=8))
-    save_checkpoint(tmp_path / "tiny", model, model.config)
-    # A config edited after saving: the rebuilt model has width 16, the file width 8.
-    meta = json.loads((tmp_path / "tiny.json").read_text())
-    meta["config"]["fields"]["width"] = 16
-    (tmp_path / "tiny.json").write_text(json.dumps(meta))
+    # Saved with the wrong config: the rebuilt model has width 16, the file width 8.
+    save_checkpoint(tmp_path / "tiny", model, TinyConfig(width=16))
     with pytest.raises(CheckpointMismatchError) as err:
         load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig)
     msg = str(err.value)
@@ -193,7 +224,7 @@ def test_sha256_and_manifest(tmp_path):
         verify_manifest(manifest, files=["a.json"])
 
 
-def test_load_pretrained_checks_the_manifest(tmp_path, monkeypatch):
+def test_load_pretrained_checks_the_manifest(tmp_path, monkeypatch, registry):
     monkeypatch.setenv("DALLE_MINI_DATA", str(tmp_path))
     weights = tmp_path / "weights"
     with pytest.raises(FileNotFoundError, match="no shipped weights named 'tiny'"):
@@ -207,6 +238,12 @@ def test_load_pretrained_checks_the_manifest(tmp_path, monkeypatch):
     write_manifest(weights)
     loaded = load_pretrained("tiny", Tiny, config_cls=TinyConfig)
     assert torch.equal(loaded.fc1.weight, model.fc1.weight)
+    with pytest.raises(UnknownClassError, match="config class 'test_checkpoints.TinyConfig'"):
+        load_pretrained("tiny")  # the test's own classes are not registered
+    register(TinyConfig)
+    with pytest.raises(UnknownClassError, match="model class 'test_checkpoints.Tiny'"):
+        load_pretrained("tiny")
+    register(Tiny)
     auto = load_pretrained("tiny")  # model class and config class found by their stored names
     assert type(auto).__name__ == "Tiny" and torch.equal(auto.fc2.bias, model.fc2.bias)
 
@@ -217,3 +254,190 @@ def test_load_pretrained_checks_the_manifest(tmp_path, monkeypatch):
     (weights / "tiny.safetensors").write_bytes(bytes(data))
     with pytest.raises(ValueError, match="corrupt"):
         load_pretrained("tiny", Tiny, config_cls=TinyConfig)
+
+
+# --- safe loading: unreadable files, NaN/inf weights, folders without a manifest ------------------
+
+
+def _save_tiny(stem, width=4, act=None, seed=0):
+    torch.manual_seed(seed)
+    model = Tiny(TinyConfig(width=width, act=act))
+    save_checkpoint(stem, model, model.config)
+    return model
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage_header", "pickle", "huge_header_length"])
+def test_unreadable_safetensors_gives_one_clear_line(tmp_path, damage):
+    import pickle
+
+    _save_tiny(tmp_path / "tiny")
+    st = tmp_path / "tiny.safetensors"
+    data = st.read_bytes()
+    st.write_bytes({"truncated": data[: len(data) // 2], "empty": b"",
+                    "garbage_header": data[:8] + b"\xff" * 64 + data[72:],
+                    "pickle": pickle.dumps({"fc1.weight": [1.0]}),
+                    "huge_header_length": (2**62).to_bytes(8, "little") + data[8:]}[damage])
+    for load in (lambda: load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig),
+                 lambda: load_weights(tmp_path / "tiny", Tiny(TinyConfig(width=4)))):
+        with pytest.raises(ValueError) as err:
+            load()
+        msg = str(err.value)
+        assert type(err.value) is ValueError and "\n" not in msg
+        assert f"{st} is not a readable safetensors file" in msg
+
+
+def test_nan_or_inf_weights_are_refused_naming_the_tensor(tmp_path):
+    model = _save_tiny(tmp_path / "tiny")
+    with torch.no_grad():
+        model.fc2.bias[0] = float("nan")
+        model.fc1.weight[1, :] = float("inf")
+    save_checkpoint(tmp_path / "bad", model, model.config)
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / "bad", Tiny, config_cls=TinyConfig)
+    msg = str(err.value)
+    assert "\n" not in msg and "NaN/inf weights in 2 tensor(s)" in msg
+    assert "'fc1.weight' (3 values)" in msg and "'fc2.bias' (1 values)" in msg
+    with pytest.raises(ValueError, match="fc2.bias"):
+        load_weights(tmp_path / "bad", Tiny(TinyConfig(width=4)))
+
+
+def test_folder_without_manifest_loads_with_a_warning(tmp_path):
+    model = _save_tiny(tmp_path / "w" / "tiny")
+    with pytest.warns(UnverifiedWeightsWarning, match="has no MANIFEST.json") as rec:
+        loaded = load_from_folder(tmp_path / "w", "tiny", Tiny, config_cls=TinyConfig)
+    assert issubclass(rec[0].category, UserWarning)
+    assert torch.equal(loaded.fc1.weight, model.fc1.weight)
+    write_manifest(tmp_path / "w")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # verified: no warning at all
+        load_from_folder(tmp_path / "w", "tiny", Tiny, config_cls=TinyConfig)
+    data = bytearray((tmp_path / "w" / "tiny.safetensors").read_bytes())
+    data[-1] ^= 0x01
+    (tmp_path / "w" / "tiny.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="tiny.safetensors is corrupt or was changed"):
+        load_from_folder(tmp_path / "w", "tiny", Tiny, config_cls=TinyConfig)
+    with pytest.raises(ValueError, match="plain name"):
+        load_from_folder(tmp_path, "w/tiny", Tiny, config_cls=TinyConfig)
+
+
+def test_bad_json_and_missing_config_give_clear_errors(tmp_path):
+    _save_tiny(tmp_path / "tiny")
+    json_path = tmp_path / "tiny.json"
+    good = json_path.read_text()
+    for text, match in (("{not json", "tiny.json is not valid JSON"), ("[1, 2]", "tiny.json must hold a JSON object")):
+        json_path.write_text(text)
+        with pytest.raises(ValueError, match=match):
+            read_checkpoint_json(tmp_path / "tiny")
+    # a config that cannot be rebuilt (a file written before weights carried their config, then edited)
+    from safetensors.torch import load_file, save_file
+
+    save_file(load_file(str(tmp_path / "tiny.safetensors")), str(tmp_path / "tiny.safetensors"))
+    meta = json.loads(good)
+    meta["config"]["fields"]["depth"] = 3
+    json_path.write_text(json.dumps(meta))
+    with pytest.raises(ValueError) as err:
+        load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig)
+    msg = str(err.value)
+    assert "\n" not in msg and f"{json_path}: its config cannot be rebuilt" in msg and "depth" in msg
+
+    class NeedsConfig(nn.Module):
+        def __init__(self, config):
+            super().__init__()
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "plain", nn.Linear(2, 2))  # saved with no config
+    with pytest.raises(ValueError, match="stores no config .* but NeedsConfig needs one"):
+        load_checkpoint(tmp_path / "plain", NeedsConfig)
+
+
+# --- atomic save: weights and config are one unit ---------------------------------------------------
+
+
+def test_a_failure_between_the_two_writes_leaves_the_old_checkpoint(tmp_path, monkeypatch):
+    old = _save_tiny(tmp_path / "tiny", act="relu", seed=0)
+    before = {p: (tmp_path / p).read_bytes() for p in ("tiny.safetensors", "tiny.json")}
+
+    def disk_full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoints, "_write_text", disk_full)  # the JSON write fails, after the weights'
+    with pytest.raises(OSError, match="No space"):
+        _save_tiny(tmp_path / "tiny", act="silu", seed=1)
+    monkeypatch.undo()
+    assert {p: (tmp_path / p).read_bytes() for p in before} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.json", "tiny.safetensors"]  # no temp files
+    loaded = load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig)
+    assert loaded.config.act == "relu" and torch.equal(loaded.fc1.weight, old.fc1.weight)
+
+
+def test_a_crash_between_the_two_renames_never_pairs_new_weights_with_the_old_config(tmp_path, monkeypatch):
+    """The probe's case: the new name.safetensors in place, name.json still the old one. The
+    weights file carries its own config, so the new weights load with the new config."""
+    _save_tiny(tmp_path / "tiny", act="relu", seed=0)
+    real_replace = os.replace
+
+    def crash_on_json(src, dst):
+        if str(dst).endswith(".json"):
+            raise KeyboardInterrupt  # killed right after the weights were renamed into place
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoints.os, "replace", crash_on_json)
+    with pytest.raises(KeyboardInterrupt):
+        _save_tiny(tmp_path / "tiny", act="silu", seed=1)
+    monkeypatch.undo()
+    torch.manual_seed(1)
+    new = Tiny(TinyConfig(width=4, act="silu"))  # what that save held
+    assert json.loads((tmp_path / "tiny.json").read_text())["config"]["fields"]["act"] == "relu"  # stale
+    with pytest.warns(CheckpointWarning, match="does not match the config stored in tiny.safetensors"):
+        loaded = load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig)
+    assert loaded.config.act == "silu" and torch.equal(loaded.fc1.weight, new.fc1.weight)
+
+
+def test_the_weights_file_alone_says_what_it_holds(tmp_path):
+    model = _save_tiny(tmp_path / "tiny", act="gelu")
+    (tmp_path / "tiny.json").unlink()
+    loaded = load_checkpoint(tmp_path / "tiny", Tiny, config_cls=TinyConfig)
+    assert loaded.config == model.config
+    assert read_checkpoint_json(tmp_path / "tiny")["config"]["fields"]["act"] == "gelu"
+
+
+# --- strict JSON ------------------------------------------------------------------------------------
+
+
+def _strict(text):
+    def refuse(constant):
+        raise ValueError(f"bare {constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_written_json_is_strict_and_non_finite_floats_round_trip(tmp_path):
+    @dataclass
+    class FloatConfig:
+        budget: float = float("inf")
+        floor: float = -float("inf")
+
+    model = _save_tiny(tmp_path / "tiny")
+    extra = {"ms_per_step_calibration": float("nan"), "guard": float("inf"), "ok": 1.5, "nested": [float("-inf")]}
+    save_checkpoint(tmp_path / "tiny", model, model.config, extra=extra)
+    meta = _strict((tmp_path / "tiny.json").read_text())  # a strict parser accepts it
+    assert meta["extra"]["ms_per_step_calibration"] == {"__float__": "nan"}
+    back = read_checkpoint_json(tmp_path / "tiny")["extra"]
+    assert math.isnan(back["ms_per_step_calibration"]) and back["guard"] == math.inf and back["nested"] == [-math.inf]
+    assert config_from_dict(_strict(json.dumps(config_to_dict(FloatConfig()))), FloatConfig) == FloatConfig()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    save_training_state(tmp_path / "state", optimizer=opt, step=1, extra={"loss": float("nan")})
+    _strict((tmp_path / "state.json").read_text())
+    assert math.isnan(load_training_state(tmp_path / "state", optimizer=opt)["extra"]["loss"])
+    write_manifest(tmp_path)
+    _strict((tmp_path / "MANIFEST.json").read_text())
+    assert _strict(json_dumps_strict({"a": float("nan"), "b": [float("inf"), 2.0]})) == {"a": None, "b": [None, 2.0]}
+
+
+def test_shipped_json_is_strict():
+    from dalle_mini_core.paths import data_dir
+
+    files = sorted((data_dir() / "weights").rglob("*.json"))
+    assert files
+    for path in files:
+        _strict(path.read_text())
