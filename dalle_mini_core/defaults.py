@@ -16,4 +16,9 @@ GENERATE_DEFAULTS: dict = {
     "decoder_steps": 25,
     "decoder_guidance": 3.0,
     "upsampler_steps": 10,
+    "prior_sampler": "ddim",
+    "decoder_sampler": "ddim",
+    "decoder_sampler_options": {"eta": 0.0},
+    "upsampler_sampler": "ddim",
+    "upsampler_sampler_options": {"eta": 0.0},
 }

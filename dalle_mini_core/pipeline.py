@@ -328,6 +328,10 @@ class UnCLIP(nn.Module):
         decoder_guidance: float | None = GENERATE_DEFAULTS["decoder_guidance"],
         upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
+        decoder_sampler: str = GENERATE_DEFAULTS["decoder_sampler"],
+        decoder_sampler_options: dict | None = None,
+        upsampler_sampler: str = GENERATE_DEFAULTS["upsampler_sampler"],
+        upsampler_sampler_options: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (B, D) → (images, low_res): decoder, then the upsampler.
 
@@ -335,6 +339,9 @@ class UnCLIP(nn.Module):
         (it is sampled on the inversion's schedule, which stops at t = 950); None draws fresh noise.
         `upsample` None upsamples when the pipeline has an upsampler; True without one raises.
         Noise comes from `generator` when given, else from a CPU generator seeded with `seed`.
+        ``*_sampler`` name a `sampling.SAMPLERS` entry; ``*_sampler_options`` None means the
+        defaults' (`GENERATE_DEFAULTS`), e.g. ``{"eta": 1.0}`` for DDIM or ``{"churn": 5}`` for Heun.
+        An `x_T` from `invert` is always sampled with DDIM (η = 0), the inversion's own sampler.
         """
         decoder_steps = _check_positive_int("decoder_steps", decoder_steps)
         upsampler_steps = _check_positive_int("upsampler_steps", upsampler_steps)
@@ -345,12 +352,17 @@ class UnCLIP(nn.Module):
             generator = torch.Generator().manual_seed(int(seed or 0))
         emb = F.normalize(image_emb.float(), dim=-1)  # the decoder was trained on unit-norm z_i
         # an x_T here comes from invert() (interpolate, text_diff): sample on the inversion's schedule
-        low_res = self.decoder.sample(emb, tokens=tokens, x_T=x_T, inverted=x_T is not None, steps=decoder_steps,
-                                      guidance_scale=guidance,
+        inverted = x_T is not None
+        dec_options = GENERATE_DEFAULTS["decoder_sampler_options"] if decoder_sampler_options is None else decoder_sampler_options
+        up_options = GENERATE_DEFAULTS["upsampler_sampler_options"] if upsampler_sampler_options is None else upsampler_sampler_options
+        low_res = self.decoder.sample(emb, tokens=tokens, x_T=x_T, inverted=inverted, steps=decoder_steps,
+                                      guidance_scale=guidance, sampler="ddim" if inverted else decoder_sampler,
+                                      sampler_options=None if inverted else dict(dec_options),
                                       generator=generator).clamp(-1, 1)
         if self.upsampler is None or upsample is False:
             return low_res, low_res
-        images = self.upsampler.sample(low_res, steps=upsampler_steps, generator=generator).clamp(-1, 1)
+        images = self.upsampler.sample(low_res, steps=upsampler_steps, sampler=upsampler_sampler,
+                                       sampler_options=dict(up_options), generator=generator).clamp(-1, 1)
         return images, low_res
 
     # --- text to image ------------------------------------------------------------------------
@@ -371,6 +383,11 @@ class UnCLIP(nn.Module):
         upsample: bool | None = None,
         use_prior: bool = True,
         return_intermediates: bool = False,
+        prior_sampler: str = GENERATE_DEFAULTS["prior_sampler"],
+        decoder_sampler: str = GENERATE_DEFAULTS["decoder_sampler"],
+        decoder_sampler_options: dict | None = None,
+        upsampler_sampler: str = GENERATE_DEFAULTS["upsampler_sampler"],
+        upsampler_sampler_options: dict | None = None,
     ) -> torch.Tensor | Generation:
         """Text → images (N, 3, S, S) in [-1, 1], N = len(prompts) · n_per_prompt, rows grouped by prompt.
 
@@ -397,7 +414,7 @@ class UnCLIP(nn.Module):
         text_emb = self.clip.encode_text(tokens)  # (N, D), unit norm
         # 2. image embeddings z_i
         if use_prior:
-            image_emb = self.prior.sample_best_of(text_emb, tokens, n=best_of, steps=prior_steps,
+            image_emb = self.prior.sample_best_of(text_emb, tokens, n=best_of, steps=prior_steps, sampler=prior_sampler,
                                                   guidance_scale=prior_scale, generator=generator)
             image_emb = F.normalize(image_emb.float(), dim=-1)  # (N, D); CLIP's embeddings are unit vectors
         else:
@@ -406,7 +423,10 @@ class UnCLIP(nn.Module):
         dec_tokens = tokens if getattr(self.decoder.config, "use_text", False) else None
         images, low_res = self.decode(image_emb, tokens=dec_tokens, generator=generator, decoder_steps=decoder_steps,
                                       decoder_guidance=decoder_guidance, upsampler_steps=upsampler_steps,
-                                      upsample=upsample)
+                                      upsample=upsample, decoder_sampler=decoder_sampler,
+                                      decoder_sampler_options=decoder_sampler_options,
+                                      upsampler_sampler=upsampler_sampler,
+                                      upsampler_sampler_options=upsampler_sampler_options)
         if not return_intermediates:
             return images
         return Generation(images=images, low_res=low_res, image_emb=image_emb, text_emb=text_emb, prompts=rows)
