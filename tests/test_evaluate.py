@@ -90,7 +90,6 @@ def test_eval_adds_caption_accuracy_when_the_whole_pipeline_exists(pipeline_weig
     for stage in ("decoder", "upsampler"):
         assert clean[stage]["n"] == 2 * 3 * 2 and 0.0 <= clean[stage]["all"] <= 1.0
         assert clean[stage]["all"] == pytest.approx((clean[stage]["seen"] + clean[stage]["heldout"]) / 2)
-    assert clean["upsampler"]["all"] < 0.5  # an untrained pipeline draws noise, not flat backgrounds
     assert "retrieval_top1_relevant" in report["prior"] and report["prior"]["guidance_scale"] == 2.0
     # the section is skipped on request (the clip+prior-only folder of the first test has none either)
     assert "caption_accuracy" not in evaluate("shapes", weights=pipeline_weights, n=8, captions=False)
