@@ -1,13 +1,20 @@
-"""Seconds per picture of the shipped shapes pipeline on this machine, at a few step settings.
+"""Seconds per picture of the shipped shapes pipeline: old and new defaults side by side, per stage.
 
-    python benchmarks/bench_generate.py [--threads 1] [--repeats 3] [--n 8] [--json FILE]
+    python benchmarks/bench_generate.py [--threads 1] [--repeats 3] [--n 8] [--json FILE] [--variants]
 
 Times `UnCLIP.generate` (CLIP text encoder → prior → decoder → upsampler, 64×64 output) on one
-prompt × `n` pictures, after one warm-up call; medians of `repeats`, the settings interleaved.
+prompt × `n` pictures, after one warm-up call per setting; each stage is timed inside the same
+calls (the pipeline's stage methods are wrapped with a timer). The settings are interleaved
+within each repeat and the medians reported, with each setting's time as a ratio of the old
+defaults' (measured in the same run, so a busy machine slows both alike). ``--variants`` adds
+rows for what PyTorch offers on the CPU at the new defaults: ``torch.inference_mode`` around the
+call, channels-last memory format for the U-Nets, and ``torch.compile`` of the U-Nets (its
+compile time is reported separately and not counted per picture).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -16,16 +23,57 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-SETTINGS = {
-    "defaults (decoder 25, upsampler 10)": {},
-    "decoder 50, upsampler 25": {"decoder_steps": 50, "upsampler_steps": 25},
-    "decoder 10, upsampler 5": {"decoder_steps": 10, "upsampler_steps": 5},
-}
+#: Today's defaults before the sampler sweep (decoder 25 DDIM steps η = 0, upsampler 10, prior 50).
+OLD_DEFAULTS = {"prior_steps": 50, "prior_guidance": 2.0, "decoder_steps": 25, "decoder_guidance": 3.0,
+                "upsampler_steps": 10, "prior_sampler": "ddim", "decoder_sampler": "ddim",
+                "decoder_sampler_options": {"eta": 0.0}, "upsampler_sampler": "ddim",
+                "upsampler_sampler_options": {"eta": 0.0}}
+STAGES = ("text", "prior", "decoder", "upsampler")
+
+
+class StageTimer:
+    """Wraps the pipeline's stage methods on the instance; `seconds[stage]` accumulates their time."""
+
+    def __init__(self, pipe) -> None:
+        self.seconds = {s: 0.0 for s in STAGES}
+        for stage, obj, name in (("text", pipe.clip, "encode_text"), ("prior", pipe.prior, "sample_best_of"),
+                                 ("decoder", pipe.decoder, "sample"), ("upsampler", pipe.upsampler, "sample")):
+            setattr(obj, name, self._wrap(stage, getattr(obj, name)))
+
+    def _wrap(self, stage, fn):
+        def timed(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.seconds[stage] += time.perf_counter() - t
+
+        return timed
+
+    def reset(self) -> None:
+        self.seconds = {s: 0.0 for s in STAGES}
+
+
+def _channels_last(pipe) -> None:
+    import torch
+
+    for part in (pipe.decoder, pipe.upsampler):
+        part.to(memory_format=torch.channels_last)
+
+
+def _compile(pipe) -> float:
+    import torch
+
+    t = time.perf_counter()
+    for part in (pipe.decoder, pipe.upsampler):
+        part.net = torch.compile(part.net, dynamic=False)
+    return time.perf_counter() - t
 
 
 def main(argv: list[str] | None = None) -> int:
     import torch
 
+    from dalle_mini_core.defaults import GENERATE_DEFAULTS
     from dalle_mini_core.device import get_device
     from dalle_mini_core.pipeline import UnCLIP
     from dalle_mini_core.stages import machine_description
@@ -35,27 +83,62 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--json")
+    ap.add_argument("--variants", action="store_true", help="also inference mode, channels-last, torch.compile")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = UnCLIP.from_pretrained("shapes")
+    load = lambda: UnCLIP.from_pretrained("shapes")  # noqa: E731
+    new = dict(GENERATE_DEFAULTS)
+    # (label, pipeline, settings, context)
+    rows = [("old defaults", load(), OLD_DEFAULTS, contextlib.nullcontext),
+            ("new defaults", load(), new, contextlib.nullcontext)]
+    compile_seconds = None
+    if args.variants:
+        rows.append(("new + inference_mode", rows[1][1], new, torch.inference_mode))
+        cl = load()
+        _channels_last(cl)
+        rows.append(("new + channels_last", cl, new, contextlib.nullcontext))
+        comp = load()
+        compile_seconds = _compile(comp)
+        rows.append(("new + torch.compile", comp, new, contextlib.nullcontext))
+    timers = {}
     prompt = ["a small red circle at the top left"]
-    pipe.generate(prompt, n_per_prompt=2, seed=0)  # warm-up
-    times: dict[str, list[float]] = {k: [] for k in SETTINGS}
+    for label, pipe, settings, ctx in rows:  # warm-up (and compilation) outside the timing
+        if id(pipe) not in timers:
+            timers[id(pipe)] = StageTimer(pipe)
+        t = time.perf_counter()
+        with ctx():
+            pipe.generate(prompt, n_per_prompt=args.n, seed=0, **settings)
+        if label == "new + torch.compile":
+            compile_seconds = (compile_seconds or 0.0) + time.perf_counter() - t
+    times: dict[str, list[float]] = {r[0]: [] for r in rows}
+    stage_times: dict[str, list[dict[str, float]]] = {r[0]: [] for r in rows}
     for r in range(args.repeats):
-        for label, kwargs in SETTINGS.items():
-            if get_device().type == "cuda":
-                torch.cuda.synchronize()
+        for label, pipe, settings, ctx in rows:
+            timer = timers[id(pipe)]
+            timer.reset()
             t = time.perf_counter()
-            pipe.generate(prompt, n_per_prompt=args.n, seed=r, **kwargs)
+            with ctx():
+                pipe.generate(prompt, n_per_prompt=args.n, seed=r + 1, **settings)
             if get_device().type == "cuda":
                 torch.cuda.synchronize()
             times[label].append((time.perf_counter() - t) / args.n)
+            stage_times[label].append({s: v / args.n for s, v in timer.seconds.items()})
+    per_picture = {k: statistics.median(v) for k, v in times.items()}
+    per_stage = {k: {s: statistics.median(d[s] for d in v) for s in STAGES} for k, v in stage_times.items()}
+    ref = per_picture["old defaults"]
     result = {"machine": machine_description(), "device": str(get_device()), "threads": torch.get_num_threads(),
-              "n": args.n, "repeats": args.repeats,
-              "seconds_per_picture": {k: statistics.median(v) for k, v in times.items()}, "all": times}
-    for label, s in result["seconds_per_picture"].items():
-        print(f"{label:38s} {s:6.2f} s per picture")
+              "n": args.n, "repeats": args.repeats, "old_defaults": OLD_DEFAULTS, "new_defaults": new,
+              "seconds_per_picture": per_picture, "ratio_to_old": {k: v / ref for k, v in per_picture.items()},
+              "seconds_per_picture_by_stage": per_stage,
+              "stage_share": {k: {s: v[s] / per_picture[k] for s in STAGES} for k, v in per_stage.items()},
+              "compile_seconds": compile_seconds, "all": times}
+    print(f"{'setting':24s} {'s/picture':>9s} {'× old':>6s}   " + "  ".join(f"{s:>14s}" for s in STAGES))
+    for label, s in per_picture.items():
+        shares = "  ".join(f"{per_stage[label][st]:6.3f} s ({per_stage[label][st] / s:4.0%})" for st in STAGES)
+        print(f"{label:24s} {s:9.3f} {s / ref:6.2f}   {shares}")
+    if compile_seconds is not None:
+        print(f"torch.compile: {compile_seconds:.0f} s to compile and warm up (not counted above)")
     print(f"({result['machine']}, {result['threads']} threads, {args.n} pictures per call, median of {args.repeats})")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

@@ -58,7 +58,7 @@ from torch import nn
 
 from .diffusion import Denoiser, check_embeddings, check_prediction
 from .prior import scale_embedding
-from .sampling import ddim_invert, ddim_sample, ddpm_sample, guided
+from .sampling import check_sampler, ddim_invert, guided, run_sampler
 from .schedule import NoiseSchedule
 from .unet import AttentionBlock, UNet, UNetConfig
 
@@ -452,6 +452,7 @@ class Decoder(Denoiser):
         generator: torch.Generator | None = None,
         sampler: str = "ddim",
         eta: float = 0.0,
+        sampler_options: Mapping[str, object] | None = None,
         x_T: torch.Tensor | None = None,
         inverted: bool = False,
         callback: Callable[..., None] | None = None,
@@ -460,19 +461,20 @@ class Decoder(Denoiser):
         """Draw one image per embedding (B, C, S, S) in [-1, 1].
 
         `image_emb` (B, D) are unit-norm CLIP image embeddings (from CLIP or the prior).
-        Runs `ddim_sample` (or `ddpm_sample`) on the training schedule respaced to `steps`.
+        Runs ``sampling.SAMPLERS[sampler]`` ("ddim", "ddpm", "euler", "heun", "dpmpp_2m") on `steps`
+        levels of the training schedule (`sampling.run_sampler`); `eta` is DDIM's, other options
+        (Euler's and Heun's ``churn``) go in `sampler_options`.
         ``guidance_scale`` None samples the conditional model alone; a number s wraps it in
         `sampling.guided` (0: unconditional, 1: conditional, > 1: more faithful, less diverse).
         `x_T` (B, C, S, S) replaces the starting noise; ``inverted=True`` says it came from
         `invert` with the same `steps`, and samples on the inversion's schedule (which stops at
         t = `INVERSION_T_MAX`) so that the pair reconstructs the image.
         """
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        check_sampler(sampler)
         if inverted and x_T is None:
             raise ValueError("inverted=True needs the x_T that invert() returned")
         # 1. the sampling schedule, the conditioning and the (guided) model
-        schedule = (self.inversion_schedule(steps) if inverted else self.schedule.respace(steps)).to(self.device)
+        schedule = (self.inversion_schedule(steps) if inverted else self.schedule).to(self.device)
         cond = self.model_kwargs(image_emb, tokens)
         model = self if guidance_scale is None else guided(self, guidance_scale, self.null_kwargs())
         # 2. x_T ~ N(0, I), drawn on the generator's device
@@ -486,9 +488,9 @@ class Decoder(Denoiser):
         # 3. denoise
         kwargs = dict(model_kwargs=cond, prediction=self.prediction, clip_x0=True, generator=generator,
                       callback=callback, progress=progress)
-        if sampler == "ddim":
-            return ddim_sample(model, x_T.to(self.device), schedule, eta=eta, **kwargs)
-        return ddpm_sample(model, x_T.to(self.device), schedule, **kwargs)
+        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
+        return run_sampler(sampler, model, x_T.to(self.device), schedule, None if inverted else steps,
+                           options=options, **kwargs)
 
     @torch.no_grad()
     def inversion_schedule(self, steps: int) -> NoiseSchedule:

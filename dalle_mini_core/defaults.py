@@ -2,18 +2,35 @@
 
 No imports, so the command line can show them in ``--help`` without loading torch.
 
-The step counts were chosen by measurement (``scripts/sweep_generation.py`` on the shipped
-weights, one H100, 54 seen + 54 held-out prompts × 4 images; `data/weights/reports/`): the
-decoder at 25 DDIM steps and the upsampler at 10 read as right as 50 and 25 steps (seen
-0.995 vs 1.000, held-out 0.972 vs 0.949: within the ±0.02 noise of 216 images) at about half
-the work, which is what makes a laptop CPU answer in seconds. Guidance: prior 2, decoder 3 (the
-sweep's best on held-out prompts; no decoder guidance drops held-out accuracy to 0.78).
+Guidance (prior 2, decoder 3) was chosen by ``scripts/sweep_generation.py`` on the shipped
+weights (one H100, 54 seen + 54 held-out prompts × 4 images; no decoder guidance drops held-out
+caption accuracy to 0.78). The samplers and step counts were chosen by measurement on the CPU
+(``scripts/sweep_samplers.py`` and notebook 05; reports in `data/weights/reports/`):
+
+* **decoder: DDIM with η = 1, 10 steps** (was η = 0, 25 steps). With η = 0 the decoder's and the
+  unconditional model's pictures carry background speckle that more steps do not remove (the
+  deterministic ODE carries the model's early errors to the end); fresh noise at every step
+  (η = 1, as much as DDPM) removes it. In notebook 05, on the unconditional shapes model from
+  one x_T: DDIM η = 0 at 10/25 steps gave a clean background in 31%/50% of 16 samples, η = 1 at
+  10 and 25 steps in 100%; the second-order ODE solvers (Heun, DPM-Solver++(2M)) did not clean it.
+* **upsampler: DDIM, 5 steps** (was 10), and the decoder at 10 steps: on the H100 sweep
+  (``sweep_generation_h100.json``, DDIM η = 0, 216 images per kind) decoder 10 / upsampler 5 read
+  seen 0.995, held-out 0.958 against 1.000 / 0.949 at 25 / 10 (within the ±0.02 noise).
+  Caption accuracy with η = 1 has not been measured yet on this CPU: the sweep's decoder rows
+  could not finish on the shared machine (see ``sweep_samplers_cpu_partial.json``).
+* **prior: DPM-Solver++(2M), 10 steps** (was DDIM 50): its embeddings have cosine 0.9999 (mean;
+  0.9996 the lowest of 12) to the 50-step DDIM ones drawn from the same noise, at a fifth of the calls.
 """
 
 GENERATE_DEFAULTS: dict = {
-    "prior_steps": 50,
+    "prior_steps": 10,
     "prior_guidance": 2.0,
-    "decoder_steps": 25,
+    "decoder_steps": 10,
     "decoder_guidance": 3.0,
-    "upsampler_steps": 10,
+    "upsampler_steps": 5,
+    "prior_sampler": "dpmpp_2m",
+    "decoder_sampler": "ddim",
+    "decoder_sampler_options": {"eta": 1.0},
+    "upsampler_sampler": "ddim",
+    "upsampler_sampler_options": {"eta": 0.0},
 }

@@ -18,7 +18,9 @@ Sections (each carries the sample count and seed it used):
   attribute reader checks every attribute each prompt stated: ``seen`` and ``heldout``
   (colour–shape pairs never in the training split), ``per_attribute`` for both, with ``n``
   prompts per kind, ``n_per_prompt``, ``seed`` and the generation settings; when all four
-  pipeline weights exist.
+  pipeline weights exist. Beside it ``clean_share``: the share of those same pictures whose
+  background is as flat as the data's (`metrics.clean_share`), per stage output — ``decoder``
+  (its 32×32 pictures) and ``upsampler`` (the final ones) — overall and for seen and held-out.
 
 The weights are ``<dataset>_{clip,prior,decoder,upsampler}`` in a folder (``--weights``, e.g. the
 output of ``dalle-mini train``), or the shipped ones in ``data/weights``.
@@ -180,10 +182,39 @@ def caption_report(weights: str | Path | None = None, *, n_prompts: int = 54, n_
 
     pipe = pipeline if pipeline is not None else UnCLIP.from_pretrained("shapes", folder=weights)
     settings = {**GENERATE_DEFAULTS, **(generate_kwargs or {})}
+    recorder = _StageRecorder(pipe)
     t0 = time.perf_counter()
-    out = evaluate_captions(pipe, n=n_prompts, n_per_prompt=n_per_prompt, seed=seed, **settings)
+    out = evaluate_captions(recorder, n=n_prompts, n_per_prompt=n_per_prompt, seed=seed, **settings)
     seconds = time.perf_counter() - t0
     images = 2 * n_prompts * n_per_prompt
     out.update(settings=settings, seconds=round(seconds, 1), seconds_per_image=round(seconds / images, 4),
-               device=str(pipe.device))
+               device=str(pipe.device), clean_share=recorder.clean_report(n_prompts * n_per_prompt))
     return out
+
+
+class _StageRecorder:
+    """Passes `generate` calls to a pipeline and keeps each stage's pictures for `clean_report`."""
+
+    def __init__(self, pipe: Any) -> None:
+        self.pipe, self.low, self.high = pipe, [], []
+
+    def generate(self, prompts: Any, **kwargs: Any) -> torch.Tensor:
+        g = self.pipe.generate(prompts, return_intermediates=True, **kwargs)
+        self.low.append(g.low_res.float().cpu())
+        self.high.append(g.images.float().cpu())
+        return g.images
+
+    def clean_report(self, n_seen: int) -> dict[str, Any]:
+        """Clean share of every picture made, per stage output; the first `n_seen` are the seen prompts'."""
+        from .metrics import CLEAN_THRESHOLD, background_roughness
+
+        report: dict[str, Any] = {"threshold": CLEAN_THRESHOLD}
+        stages = {"decoder": torch.cat(self.low)}
+        if self.pipe.upsampler is not None and not torch.equal(torch.cat(self.high), stages["decoder"]):
+            stages["upsampler"] = torch.cat(self.high)
+        for stage, images in stages.items():
+            clean = background_roughness(images) <= CLEAN_THRESHOLD  # (N,)
+            report[stage] = {"all": float(clean.float().mean()), "seen": float(clean[:n_seen].float().mean()),
+                             "heldout": float(clean[n_seen:].float().mean()), "n": int(clean.numel()),
+                             "image_size": int(images.shape[-1])}
+        return report

@@ -1,6 +1,13 @@
 """Measuring a text-to-image model: does the picture show what the prompt asked for?
 
-Three measures, from the most exact to the most general:
+Four measures, from the most exact to the most general:
+
+* **clean share** — the share of pictures whose background, away from the objects, is as flat
+  as the data's (`background_roughness`, `is_clean`, `clean_share`). The shapes world draws
+  every object on one flat colour; a sampler that stops too early or adds too little noise
+  leaves speckle and blotches there, which caption accuracy (whose reader is built to ignore
+  them) does not see. The threshold `CLEAN_THRESHOLD` is chosen on the dataset's own renders
+  (`calibrate_clean_threshold`): clean ones, and ones corrupted by `data.shapes.render_corrupted`.
 
 * **caption accuracy** (shapes only) — the shapes world has an attribute reader
   (`data.reader`) that recovers shape, colour, size and position from any image without
@@ -28,10 +35,15 @@ import torch
 import torch.nn.functional as F
 
 from .data.attributes import COLOURS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, caption
-from .data.reader import score_captions
+from .data.reader import _dilate, estimate_background, label_components, score_captions
 from .data.shapes import HELDOUT_COMBINATIONS
 
 __all__ = [
+    "CLEAN_THRESHOLD",
+    "background_roughness",
+    "is_clean",
+    "clean_share",
+    "calibrate_clean_threshold",
     "KINDS",
     "prompt_set",
     "attribute_scores",
@@ -48,6 +60,104 @@ class _Generator(Protocol):
     """Anything with `UnCLIP.generate`'s call: prompts → images (N, 3, S, S) in [-1, 1]."""
 
     def generate(self, prompts: Sequence[str], *, n_per_prompt: int, seed: int, **kwargs: Any) -> torch.Tensor: ...
+
+
+# --------------------------------------------------------------------------------------------
+# 0. Clean pictures: is the background as flat as the data's?
+# --------------------------------------------------------------------------------------------
+
+#: `background_roughness` above this is "not clean". Chosen by `calibrate_clean_threshold()` on
+#: 150 scenes rendered clean, soft and corrupted at 32×32 and 64×64 (the midpoint between the
+#: clean and soft renders' 99th percentile and the corrupted ones' 1st percentile: 0.049 and
+#: 0.120); tests/test_metrics.py recomputes it.
+CLEAN_THRESHOLD: float = 0.085
+
+_OBJECT_DISTANCE = 0.5  # RGB distance from the background that marks object pixels (as the reader)
+_MIN_OBJECT_SHARE = 0.01  # components smaller than this share of the picture are specks, not objects
+
+
+def _roughness_one(image: np.ndarray) -> float:
+    """99th percentile of the background pixels' RGB distance to the fitted background plane."""
+    img = np.asarray(image, dtype=np.float64).transpose(1, 2, 0)  # (H, W, 3)
+    h, w, _ = img.shape
+    background = estimate_background(img)  # (H, W, 3), a plane per channel fitted to the border
+    distance = np.linalg.norm(img - background, axis=-1)  # (H, W)
+    labels, count = label_components(distance > _OBJECT_DISTANCE)
+    objects = np.zeros((h, w), dtype=bool)
+    for j in range(1, count + 1):
+        part = labels == j
+        if part.sum() >= _MIN_OBJECT_SHARE * h * w:  # an object, not a speck
+            objects |= part
+    away = ~_dilate(objects, max(2, round(h / 16)))  # background, a margin away from every object
+    if away.sum() < 0.1 * h * w:
+        return float(np.percentile(distance, 99))  # almost no background left: judge the whole picture
+    return float(np.percentile(distance[away], 99))
+
+
+def background_roughness(images: torch.Tensor) -> torch.Tensor:
+    """How far the background strays from flat, per picture: (N,) for images (N, 3, H, W) in [-1, 1].
+
+    1. fit the background as a plane per channel to the border pixels (`data.reader.estimate_background`,
+       robust to objects touching the border; a drifting or graded background stays "flat");
+    2. objects are the connected regions farther than 0.5 (RGB distance) from it and larger
+       than 1% of the picture; specks and blotches smaller than that count as background;
+    3. grow the objects by H/16 pixels (at least 2) so their soft edges are left out;
+    4. the roughness is the 99th percentile of the remaining pixels' distance to the plane.
+
+    A render of the dataset scores 0 (up to 8-bit rounding); a few speckled pixels or one
+    blotch raise the 99th percentile.
+    """
+    if not torch.is_tensor(images) or images.dim() != 4 or images.shape[1] != 3 or images.shape[-1] < 16:
+        raise ValueError(f"images must be a (N, 3, H, W) tensor in [-1, 1] with H >= 16, "
+                         f"got {getattr(images, 'shape', type(images))}")
+    arr = images.detach().float().cpu().clamp(-1, 1).numpy()
+    return torch.tensor([_roughness_one(a) for a in arr], dtype=torch.float32)
+
+
+def is_clean(images: torch.Tensor, threshold: float = CLEAN_THRESHOLD) -> torch.Tensor:
+    """(N,) bool: the picture's background is as flat as the data's (`background_roughness` ≤ threshold)."""
+    return background_roughness(images) <= threshold
+
+
+def clean_share(images: torch.Tensor, threshold: float = CLEAN_THRESHOLD) -> float:
+    """The share of pictures whose background is as flat as the data's (`is_clean`)."""
+    return float(is_clean(images, threshold).float().mean())
+
+
+def _renders(n: int, image_size: int, seed: int, kind: str) -> torch.Tensor:
+    """`n` train scenes (1–2 objects): "clean" renders, "soft" ones (`render_corrupted` without its
+    speckle: a drifting background, blur, a colour cast) or "corrupted" ones (all its defaults)."""
+    from .data.shapes import ShapesDataset, render, render_corrupted
+
+    data = ShapesDataset("train", length=n, image_size=image_size, seed=seed)
+    scenes = [data.scene(i) for i in range(n)]
+    if kind == "clean":
+        return torch.stack([render(sc, image_size) for sc in scenes])
+    noise = {"soft": 0.0, "corrupted": 0.06}[kind]
+    return torch.stack([render_corrupted(sc, image_size, seed=seed * 100_003 + i, noise=noise)
+                        for i, sc in enumerate(scenes)])
+
+
+def calibrate_clean_threshold(n: int = 400, image_sizes: Sequence[int] = (32, 64), seed: int = 0) -> dict[str, Any]:
+    """Choose `CLEAN_THRESHOLD` on the dataset's own renders.
+
+    At each size, `n` scenes are rendered three ways: clean; "soft" (`data.shapes.render_corrupted`
+    with a drifting background, blur and a colour cast but no speckle: flaws the eye forgives)
+    and corrupted (the same plus its Gaussian speckle of std 0.06, the imperfection of a
+    generated picture the reader was built to ignore). The threshold is the midpoint between
+    the 99th percentile of the clean and soft renders' roughness and the corrupted renders' 1st
+    percentile (a few soft renders of a near-white background saturate at 1, which a plane does
+    not fit: hence a percentile, not the maximum); returned with both distributions' quantiles
+    and the shares each side of it.
+    """
+    clean = torch.cat([background_roughness(_renders(n, s, seed, kind)) for s in image_sizes for kind in ("clean", "soft")])
+    bad = torch.cat([background_roughness(_renders(n, s, seed, "corrupted")) for s in image_sizes])
+    threshold = 0.5 * (float(clean.quantile(0.99)) + float(bad.quantile(0.01)))
+    q = lambda v: {f"q{p:02d}": round(float(v.quantile(p / 100)), 4) for p in (1, 50, 99)} | {"max": round(float(v.max()), 4)}
+    return {"threshold": round(threshold, 3), "clean": q(clean), "corrupted": q(bad),
+            "clean_share_of_clean": float((clean <= threshold).float().mean()),
+            "clean_share_of_corrupted": float((bad <= threshold).float().mean()), "n": n,
+            "image_sizes": list(image_sizes), "seed": seed}
 
 
 # --------------------------------------------------------------------------------------------

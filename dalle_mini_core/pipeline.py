@@ -40,6 +40,7 @@ from torch import nn
 
 from . import validate as V
 from .defaults import GENERATE_DEFAULTS
+from .sampling import SAMPLERS
 
 __all__ = [
     "PARTS",
@@ -535,7 +536,9 @@ class UnCLIP(nn.Module):
                        why=f" (an inversion visits the distinct timesteps 0 … {t_max} of the decoder's schedule)")
 
     def _decode_settings(self, decoder_steps: object, decoder_guidance: object, upsampler_steps: object,
-                         upsample: object, *, inverted: bool) -> dict[str, Any]:
+                         upsample: object, *, inverted: bool, decoder_sampler: object = None,
+                         decoder_sampler_options: object = None, upsampler_sampler: object = None,
+                         upsampler_sampler_options: object = None) -> dict[str, Any]:
         if inverted:
             steps = self._inversion_steps("decoder_steps", decoder_steps)
         else:
@@ -545,8 +548,21 @@ class UnCLIP(nn.Module):
         upsample = V.boolean("upsample", upsample, allow_none=True)
         if upsample and self.upsampler is None:
             raise ValueError("upsample=True but this pipeline has no upsampler")
+        samplers = {}
+        for stage, name, options in (("decoder", decoder_sampler, decoder_sampler_options),
+                                     ("upsampler", upsampler_sampler, upsampler_sampler_options)):
+            name = GENERATE_DEFAULTS[f"{stage}_sampler"] if name is None else name
+            if name not in SAMPLERS:
+                raise ValueError(f"{stage}_sampler must be one of {', '.join(sorted(SAMPLERS))}; got {name!r}")
+            options = GENERATE_DEFAULTS[f"{stage}_sampler_options"] if options is None else options
+            if not isinstance(options, dict):
+                raise TypeError(f"{stage}_sampler_options must be a dict or None; got {type(options).__name__}")
+            samplers[stage] = (name, dict(options))
+        if inverted:  # an x_T from invert() is sampled with the inversion's own sampler, DDIM η = 0
+            samplers["decoder"] = ("ddim", {})
         return dict(decoder_steps=steps, guidance=_guidance_scale("decoder_guidance", decoder_guidance),
-                    upsampler_steps=up_steps, upsample=self.upsampler is not None and upsample is not False)
+                    upsampler_steps=up_steps, upsample=self.upsampler is not None and upsample is not False,
+                    decoder_sampler=samplers["decoder"], upsampler_sampler=samplers["upsampler"])
 
     def _decode(self, emb: torch.Tensor, tokens: torch.Tensor | None, x_T: torch.Tensor | None,
                 generator: torch.Generator, settings: dict[str, Any], bar: _Progress) -> tuple[torch.Tensor, torch.Tensor]:
@@ -560,6 +576,8 @@ class UnCLIP(nn.Module):
                 lows.append(self.decoder.sample(emb[sl], tokens=None if tokens is None else tokens[sl],
                                                 x_T=None if x_T is None else x_T[sl], inverted=x_T is not None,
                                                 steps=settings["decoder_steps"], guidance_scale=settings["guidance"],
+                                                sampler=settings["decoder_sampler"][0],
+                                                sampler_options=settings["decoder_sampler"][1] or None,
                                                 generator=generator).clamp(-1, 1))
         low_res = torch.cat(lows)
         if not bool(torch.isfinite(low_res).all()):
@@ -570,6 +588,8 @@ class UnCLIP(nn.Module):
         with bar.stage(self.upsampler, "upsampler", settings["upsampler_steps"] * len(chunks)):
             for sl in chunks:
                 highs.append(self.upsampler.sample(low_res[sl], steps=settings["upsampler_steps"],
+                                                   sampler=settings["upsampler_sampler"][0],
+                                                   sampler_options=settings["upsampler_sampler"][1] or None,
                                                    generator=generator).clamp(-1, 1))
         images = torch.cat(highs)
         if not bool(torch.isfinite(images).all()):
@@ -610,6 +630,10 @@ class UnCLIP(nn.Module):
         upsampler_steps: int = GENERATE_DEFAULTS["upsampler_steps"],
         upsample: bool | None = None,
         progress: bool | None = False,
+        decoder_sampler: str = GENERATE_DEFAULTS["decoder_sampler"],
+        decoder_sampler_options: dict | None = None,
+        upsampler_sampler: str = GENERATE_DEFAULTS["upsampler_sampler"],
+        upsampler_sampler_options: dict | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Image embeddings (B, D) → (images, low_res): decoder, then the upsampler.
 
@@ -618,6 +642,9 @@ class UnCLIP(nn.Module):
         `upsample` None upsamples when the pipeline has an upsampler; True without one raises.
         Noise comes from `generator` when given, else from a CPU generator seeded with `seed`.
         Embeddings and x_T holding NaN or infinite values are refused.
+        ``*_sampler`` name a `sampling.SAMPLERS` entry; ``*_sampler_options`` None means the
+        defaults' (`GENERATE_DEFAULTS`), e.g. ``{"eta": 1.0}`` for DDIM or ``{"churn": 5}`` for Heun.
+        An `x_T` from `invert` is always sampled with DDIM (η = 0), the inversion's own sampler.
         """
         emb = self._check_embeddings("image_emb", image_emb)
         B = emb.shape[0]
@@ -630,7 +657,10 @@ class UnCLIP(nn.Module):
         if tokens is not None and (not torch.is_tensor(tokens) or tokens.dim() != 2 or tokens.shape[0] != B):
             raise ValueError(f"tokens must be a (B, L) tensor with B = {B}, got {getattr(tokens, 'shape', tokens)!r}")
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample,
-                                         inverted=x_T is not None)
+                                         inverted=x_T is not None, decoder_sampler=decoder_sampler,
+                                         decoder_sampler_options=decoder_sampler_options,
+                                         upsampler_sampler=upsampler_sampler,
+                                         upsampler_sampler_options=upsampler_sampler_options)
         generator = _generator(seed, generator)
         return self._decode(emb, tokens, x_T, generator, settings, _Progress(progress))
 
@@ -654,6 +684,11 @@ class UnCLIP(nn.Module):
         use_prior: bool = True,
         return_intermediates: bool = False,
         progress: bool | None = False,
+        prior_sampler: str = GENERATE_DEFAULTS["prior_sampler"],
+        decoder_sampler: str = GENERATE_DEFAULTS["decoder_sampler"],
+        decoder_sampler_options: dict | None = None,
+        upsampler_sampler: str = GENERATE_DEFAULTS["upsampler_sampler"],
+        upsampler_sampler_options: dict | None = None,
     ) -> torch.Tensor | Generation:
         """Text → images (N, 3, S, S) in [-1, 1], N = len(prompts) · n_per_prompt, rows grouped by prompt.
 
@@ -677,7 +712,13 @@ class UnCLIP(nn.Module):
         return_intermediates = V.boolean("return_intermediates", return_intermediates)
         prior_steps = V.steps("prior_steps", prior_steps, _schedule_length(self.prior))
         prior_scale = _guidance_scale("prior_guidance", prior_guidance)
-        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False)
+        if prior_sampler not in SAMPLERS:
+            raise ValueError(f"prior_sampler must be one of {', '.join(sorted(SAMPLERS))}; got {prior_sampler!r}")
+        settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False,
+                                         decoder_sampler=decoder_sampler,
+                                         decoder_sampler_options=decoder_sampler_options,
+                                         upsampler_sampler=upsampler_sampler,
+                                         upsampler_sampler_options=upsampler_sampler_options)
         generator = _generator(seed, generator)
         bar = _Progress(progress)
         rows = [p for p in prompts for _ in range(n)]  # (N,) prompt of each row
@@ -688,6 +729,7 @@ class UnCLIP(nn.Module):
         if use_prior:
             with bar.stage(self.prior, "prior", prior_steps):
                 image_emb = self.prior.sample_best_of(text_emb, tokens, n=best_of, steps=prior_steps,
+                                                      sampler=prior_sampler,
                                                       guidance_scale=prior_scale, generator=generator)
             if not bool(torch.isfinite(image_emb).all()):
                 raise RuntimeError("the prior produced NaN or infinite embeddings: its weights are likely damaged")

@@ -49,7 +49,7 @@ from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .diffusion import Denoiser, check_embeddings
-from .sampling import ddim_sample, ddpm_sample, guided
+from .sampling import check_sampler, guided, run_sampler
 from .schedule import NoiseSchedule
 from .unet import timestep_embedding
 
@@ -348,23 +348,23 @@ class DiffusionPrior(Denoiser):
         guidance_scale: float | None = None,
         sampler: str = "ddim",
         eta: float = 0.0,
+        sampler_options: Mapping[str, object] | None = None,
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """Draw one image embedding per caption (B, D), on CLIP's scale.
 
-        Runs `ddim_sample` (or `ddpm_sample`) on the training schedule respaced to `steps`
+        Runs ``sampling.SAMPLERS[sampler]`` (`eta` is DDIM's; other options in `sampler_options`)
+        on `steps` levels of the training schedule
         (the paper samples its prior in 64 steps), with x₀ prediction and no clipping (the
         scaled embeddings are not bounded by 1). ``guidance_scale`` None samples the plain
         conditional model; a number wraps it with `sampling.guided`, whose unconditional half
         sets ``drop_text`` (1: conditional, 0: unconditional, > 1: stronger text adherence).
         """
         text_emb = check_embeddings("text_emb", text_emb, self.config.embed_dim)
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        check_sampler(sampler)
         device = self.net.query.device
         B = text_emb.shape[0]
         # 1. the sampling schedule and the conditioning
-        schedule = self.schedule.respace(steps).to(device)  # respacing builds CPU buffers
         cond = {
             "text_emb": scale_embedding(text_emb.to(device)),
             "tokens": tokens.to(device) if (tokens is not None and self.config.use_tokens) else None,
@@ -378,10 +378,8 @@ class DiffusionPrior(Denoiser):
         x_T = torch.randn(B, self.config.embed_dim, generator=generator, device=gen_device).to(device)
         # 3. denoise
         kwargs = dict(model_kwargs=cond, prediction="x0", clip_x0=False, generator=generator)
-        if sampler == "ddim":
-            x0 = ddim_sample(model, x_T, schedule, eta=eta, **kwargs)
-        else:
-            x0 = ddpm_sample(model, x_T, schedule, **kwargs)
+        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
+        x0 = run_sampler(sampler, model, x_T, self.schedule, steps, options=options, **kwargs)
         return unscale_embedding(x0)
 
     @torch.no_grad()

@@ -368,4 +368,8 @@ class NoiseSchedule(nn.Module):
         kept_cumprod = alphas_cumprod[index]
         prev = torch.cat([torch.ones(1, dtype=torch.float64), kept_cumprod[:-1]])
         new_betas = 1.0 - kept_cumprod / prev
-        return NoiseSchedule(new_betas, timestep_map=self.timestep_map.cpu()[index])
+        out = NoiseSchedule(new_betas, timestep_map=self.timestep_map.cpu()[index])
+        # the ORIGINAL schedule's ᾱ (float64, not a buffer): samplers that move between levels
+        # off this grid (Karras "churn", `sampling.euler_sample`) read the level of any original t
+        out.root_alphas_cumprod = getattr(self, "root_alphas_cumprod", alphas_cumprod)
+        return out

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .diffusion import Denoiser, check_prediction
-from .sampling import ddim_sample, ddpm_sample
+from .sampling import check_sampler, run_sampler
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig, timestep_embedding
 
@@ -309,16 +309,17 @@ class Upsampler(Denoiser):
         generator: torch.Generator | None = None,
         sampler: str = "ddim",
         eta: float = 0.0,
+        sampler_options: Mapping[str, object] | None = None,
         callback: Callable[..., None] | None = None,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Upsample `low_res` (B, C, s, s) in [-1, 1] → (B, C, S, S), with `steps` DDIM steps.
+        """Upsample `low_res` (B, C, s, s) in [-1, 1] → (B, C, S, S), with `steps` steps of `sampler`
+        (a name of ``sampling.SAMPLERS``; `eta` is DDIM's, Euler's/Heun's ``churn`` goes in `sampler_options`).
 
         The conditioning is the bilinear upsampling of `low_res`, not blurred; with noise
         augmentation it is noised at level ``noise_aug_sample_t`` (from `generator`).
         """
-        if sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be 'ddim' or 'ddpm', got {sampler!r}")
+        check_sampler(sampler)
         c = self.config
         z = self.upsample(low_res)
         B = z.shape[0]
@@ -333,10 +334,8 @@ class Upsampler(Denoiser):
         x_T = torch.randn(z.shape, generator=generator, device=gen_device).to(self.device)
         kwargs = dict(model_kwargs=cond, prediction=self.prediction, clip_x0=True, generator=generator,
                       callback=callback, progress=progress)
-        schedule = self.schedule.respace(steps).to(self.device)
-        if sampler == "ddim":
-            return ddim_sample(self, x_T, schedule, eta=eta, **kwargs)
-        return ddpm_sample(self, x_T, schedule, **kwargs)
+        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
+        return run_sampler(sampler, self, x_T, self.schedule, steps, options=options, **kwargs)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ COURSE: dict[str, str] = {
     "02_noise_schedule": "the forward process; linear vs cosine; posterior; respacing",
     "03_unet": "the U-Net piece by piece (time embedding, FiLM ResBlocks, attention, skips), checked against the package",
     "04_training": "the DDPM loss; one training loop; EMA; checkpoints and exact resume; guards",
-    "05_sampling": "DDPM and DDIM loops, respacing, quality vs steps, inversion",
+    "05_sampling": "DDPM and DDIM loops, respacing, η, Euler/Heun/DPM-Solver++ on Karras levels, quality vs model calls, inversion, guidance",
     "06_clip": "contrastive loss, a tiny CLIP with open_clip, retrieval, zero-shot",
     "07_prior": "the diffusion prior, its baselines and a perfect prior",
     "08_decoder": "the CLIP-embedding decoder, classifier-free guidance, the position experiment",

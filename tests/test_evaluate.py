@@ -84,6 +84,12 @@ def test_eval_adds_caption_accuracy_when_the_whole_pipeline_exists(pipeline_weig
         assert set(cap["per_attribute"][kind]) >= {"shape", "colour", "size", "position"}
     assert cap["settings"]["decoder_steps"] == 2 and cap["settings"]["prior_guidance"] == 2.0
     assert cap["seconds_per_image"] > 0
+    clean = cap["clean_share"]  # per stage output, on the same pictures
+    assert set(clean) == {"threshold", "decoder", "upsampler"}
+    assert clean["decoder"]["image_size"] == 32 and clean["upsampler"]["image_size"] == 64
+    for stage in ("decoder", "upsampler"):
+        assert clean[stage]["n"] == 2 * 3 * 2 and 0.0 <= clean[stage]["all"] <= 1.0
+        assert clean[stage]["all"] == pytest.approx((clean[stage]["seen"] + clean[stage]["heldout"]) / 2)
     assert "retrieval_top1_relevant" in report["prior"] and report["prior"]["guidance_scale"] == 2.0
     # the section is skipped on request (the clip+prior-only folder of the first test has none either)
     assert "caption_accuracy" not in evaluate("shapes", weights=pipeline_weights, n=8, captions=False)

@@ -164,3 +164,63 @@ def test_scores_run_on_a_real_tiny_clip():
     score = clip_score(clip, images, prompts)
     assert 0.0 <= score <= 100.0
     assert 0.0 <= r_precision(clip, images, prompts) <= 1.0
+
+
+# --- clean pictures -------------------------------------------------------------------------------
+
+def _scenes(n: int, size: int, seed: int = 7):
+    from dalle_mini_core.data.shapes import ShapesDataset
+
+    data = ShapesDataset("test", length=n, image_size=size, seed=seed)
+    return [data.scene(i) for i in range(n)]
+
+
+@pytest.mark.parametrize("size", [32, 64])
+def test_clean_renders_are_clean_and_corrupted_ones_are_not(size):
+    """On renders the calibration did not use (test split): clean ≥ 99%, speckled mostly not."""
+    from dalle_mini_core.data.shapes import render_corrupted
+    from dalle_mini_core.metrics import CLEAN_THRESHOLD, background_roughness, clean_share, is_clean
+
+    scenes = _scenes(60, size)
+    clean = torch.stack([render(sc, size) for sc in scenes])
+    soft = torch.stack([render_corrupted(sc, size, seed=i, noise=0.0) for i, sc in enumerate(scenes)])
+    speckled = torch.stack([render_corrupted(sc, size, seed=i) for i, sc in enumerate(scenes)])
+    assert clean_share(clean) >= 0.99 and clean_share(soft) >= 0.95
+    assert clean_share(speckled) <= 0.1
+    assert background_roughness(clean).max() < 0.02  # a render's background is flat to 8-bit rounding
+    assert is_clean(speckled, threshold=1.0).all()  # the threshold is what decides
+    assert 0 < CLEAN_THRESHOLD < float(background_roughness(speckled).median())
+
+
+def test_speckle_and_blotches_on_a_flat_background_are_caught_but_objects_are_not():
+    from dalle_mini_core.metrics import is_clean
+
+    scene = Scene((ShapeObject("circle", "red", "large", "centre"),))
+    base = render(scene, 32)  # (3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+    speckle = base.clone()
+    ys, xs = torch.randint(0, 8, (30,), generator=g), torch.randint(0, 32, (30,), generator=g)
+    speckle[:, ys, xs] += 0.3 * torch.randn(3, 30, generator=g)  # 30 speckled pixels in the top rows
+    blotch = base.clone()
+    yy, xx = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    blotch[1] += 0.25 * torch.exp(-((yy - 26) ** 2 + (xx - 5) ** 2) / 8.0)  # a soft green blotch, bottom left
+    two = render(Scene((ShapeObject("square", "blue", "small", "top left"),
+                        ShapeObject("triangle", "yellow", "large", "bottom right"))), 32)
+    got = is_clean(torch.stack([base, speckle.clamp(-1, 1), blotch.clamp(-1, 1), two]))
+    assert got.tolist() == [True, False, False, True]
+
+
+def test_clean_threshold_is_the_calibrated_one():
+    """CLEAN_THRESHOLD is what `calibrate_clean_threshold` chooses (on fewer renders: within 0.02)."""
+    from dalle_mini_core.metrics import CLEAN_THRESHOLD, calibrate_clean_threshold
+
+    cal = calibrate_clean_threshold(n=60, image_sizes=(32, 64))
+    assert abs(cal["threshold"] - CLEAN_THRESHOLD) < 0.02, cal
+    assert cal["clean_share_of_clean"] >= 0.98 and cal["clean_share_of_corrupted"] <= 0.02
+
+
+def test_background_roughness_checks_its_input():
+    from dalle_mini_core.metrics import background_roughness
+
+    with pytest.raises(ValueError, match="images"):
+        background_roughness(torch.zeros(3, 32, 32))

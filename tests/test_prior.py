@@ -150,7 +150,7 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(KeyError, match="image_emb"):
         prior.loss({"text_emb": text, "tokens": tokens})
     with pytest.raises(ValueError, match="sampler"):
-        prior.sample(unit(3, D), tokens, sampler="euler")
+        prior.sample(unit(3, D), tokens, sampler="dpm3")
 
 
 # --- condition dropout ---------------------------------------------------------------------------

@@ -4,7 +4,9 @@
   and its x̂₀ is x* at every step, so every sampler must return x*.
 * Gaussian data N(μ, σ²): x_t ~ N(sqrt(ᾱ_t) μ, ᾱ_t σ² + 1 − ᾱ_t), and
   E[ε | x_t] = sqrt(1 − ᾱ_t) (x_t − sqrt(ᾱ_t) μ) / (ᾱ_t σ² + 1 − ᾱ_t); samples must have mean μ
-  and variance σ².
+  and variance σ². Its probability-flow ODE has a closed-form solution: in y = x_t/sqrt(ᾱ_t)
+  and s = sqrt((1 − ᾱ_t)/ᾱ_t), y(s) = μ + (y(s_T) − μ) · sqrt(σ² + s²) / sqrt(σ² + s_T²), so
+  the deterministic samplers are compared with the exact answer and their order is measured.
 
 The analytic models read ᾱ at the ORIGINAL timestep they are given, from the full schedule, so
 they also check that a respaced sampler passes `timestep_map[t]` to the model.
@@ -16,7 +18,23 @@ import torch
 from torch import nn
 
 from dalle_mini_core.diffusion import Denoiser, model_output_to_x0_eps
-from dalle_mini_core.sampling import ddim_invert, ddim_sample, ddpm_sample, guided
+import math
+
+from dalle_mini_core.sampling import (
+    DEFAULT_SPACING,
+    SAMPLERS,
+    ddim_invert,
+    ddim_sample,
+    ddpm_sample,
+    dpmpp_2m_sample,
+    euler_sample,
+    guided,
+    heun_sample,
+    karras_timesteps,
+    model_calls,
+    run_sampler,
+    sampling_schedule,
+)
 from dalle_mini_core.schedule import NoiseSchedule
 
 T = 1000
@@ -368,3 +386,165 @@ def test_clear_errors(schedule):
         ddim_sample(model, _noise(), sched, prediction="v")
     with pytest.raises(TypeError, match="NoiseSchedule"):
         ddpm_sample(model, _noise(), "cosine")
+
+
+# --- (f) the Karras-σ samplers and DPM-Solver++(2M) -------------------------------------------------
+
+MU, SD = torch.tensor([0.3, -0.2]), torch.tensor([0.5, 0.2])
+
+
+def ode_solution(grid: NoiseSchedule, x_T: torch.Tensor) -> torch.Tensor:
+    """The exact probability-flow ODE solution for N(MU, SD²) data from x_T at the grid's top level to σ = 0."""
+    top = float(grid.alphas_cumprod.double()[-1])
+    s_T2 = (1 - top) / top
+    mu, sd = MU.double().view(1, -1, 1, 1), SD.double().view(1, -1, 1, 1)
+    y_T = x_T.double() / math.sqrt(top)
+    return mu + (y_T - mu) * sd / torch.sqrt(sd**2 + s_T2)
+
+
+def test_karras_timesteps_follow_eq5_and_stay_distinct(schedule):
+    steps = karras_timesteps(schedule, 10)
+    assert len(steps) == 10 and steps == sorted(set(steps)) and steps[0] == 0
+    sigma = ((1 - schedule.alphas_cumprod.double()) / schedule.alphas_cumprod.double()).sqrt()
+    assert abs(float(sigma[steps[-1]]) - 80.0) / 80.0 < 0.02  # σ_max = 80, the paper's value
+    want = (80.0 ** (1 / 7) + torch.linspace(0, 1, 10, dtype=torch.float64)
+            * (float(sigma[0]) ** (1 / 7) - 80.0 ** (1 / 7))) ** 7
+    got = sigma[torch.tensor(steps[::-1])]
+    assert ((got.log() - want.log()).abs() < 0.15).all()  # nearest levels of a 1000-step schedule
+    assert len(karras_timesteps(schedule, 200)) == 200  # dense near σ_min: still distinct
+    assert karras_timesteps(schedule, 5, sigma_max=1e9)[-1] == T - 1  # capped at the schedule's top
+    with pytest.raises(ValueError, match="steps"):
+        karras_timesteps(schedule, 0)
+
+
+def test_euler_is_ddim_on_the_same_levels(schedule):
+    """x' = x + (σ' − σ) ε̂ in x/sqrt(ᾱ) is Song et al.'s Eq. 13: the same numbers as DDIM with η = 0."""
+    model = Gaussian(schedule, MU, SD)
+    for grid in (sampling_schedule(schedule, 12, "karras"), schedule.respace(list(range(0, 960, 40)))):
+        a = ddim_sample(model, _noise(), grid, clip_x0=True)
+        b = euler_sample(model, _noise(), grid, clip_x0=True)
+        assert torch.allclose(a, b, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,order", [("ddim", 1), ("euler", 1), ("heun", 2), ("dpmpp_2m", 2)])
+def test_deterministic_samplers_converge_to_the_exact_ode_solution_at_their_order(schedule, name, order):
+    """Error against the closed-form ODE solution as the Karras levels double: ×½ (first order), ×¼ (second)."""
+    model = Gaussian(schedule, MU, SD)
+    x_T = _noise().double()
+    errors = []
+    for steps in (20, 40, 80):
+        grid = sampling_schedule(schedule, steps, "karras")
+        out = SAMPLERS[name](model, x_T, grid, clip_x0=False)
+        errors.append((out - ode_solution(grid, x_T)).abs().max().item())
+    ratios = [a / b for a, b in zip(errors, errors[1:])]
+    assert errors[-1] < (0.05 if order == 1 else 0.005)
+    for r in ratios:
+        assert 2.0**order * 0.8 < r < 2.0**order * 1.25, (errors, ratios)
+
+
+def test_second_order_beats_first_order_per_model_call(schedule):
+    """At about 40 model calls Heun (21 levels) is about twice and DPM-Solver++ (40) over 4× closer than Euler (40)."""
+    model = Gaussian(schedule, MU, SD)
+    x_T = _noise().double()
+    err = {}
+    for name, steps in (("euler", 40), ("heun", 21), ("dpmpp_2m", 40)):
+        grid = sampling_schedule(schedule, steps, "karras")
+        err[name] = (SAMPLERS[name](model, x_T, grid, clip_x0=False) - ode_solution(grid, x_T)).abs().max().item()
+    assert model_calls("heun", 21) == 41 and model_calls("euler", 40) == 40
+    assert err["heun"] < err["euler"] * 0.6 and err["dpmpp_2m"] < err["euler"] / 4
+
+
+@pytest.mark.parametrize("name,options,steps,rtol", [("heun", {}, 60, 0.02), ("dpmpp_2m", {}, 60, 0.02),
+                                                     ("euler", {}, 200, 0.03), ("heun", {"churn": 20.0}, 200, 0.02)])
+def test_new_samplers_converge_to_the_data_moments(schedule, name, options, steps, rtol):
+    """Enough levels: samples of N(μ, σ²) data have mean μ and std σ (Euler, first order, needs more)."""
+    model = Gaussian(schedule, MU, SD)
+    x = run_sampler(name, model, _noise((512, 2, 4, 4), seed=4), schedule, steps, options=options, clip_x0=False,
+                    generator=torch.Generator().manual_seed(5))
+    per_channel = x.transpose(0, 1).reshape(2, -1)  # (C, B·H·W)
+    assert torch.allclose(per_channel.mean(1), MU, atol=0.01)
+    assert torch.allclose(per_channel.std(1), SD, rtol=rtol)
+
+
+@pytest.mark.parametrize("name,options", [("euler", {}), ("euler", {"churn": 40.0}), ("heun", {"churn": 20.0})])
+def test_std_bias_shrinks_with_more_levels(schedule, name, options):
+    """The finite-step bias of the std (Euler shrinks it; churn's longer steps more) falls as levels grow."""
+    model = Gaussian(schedule, MU, SD)
+    bias = []
+    for steps in (30, 200):
+        x = run_sampler(name, model, _noise((512, 2, 4, 4), seed=4), schedule, steps, options=options, clip_x0=False,
+                        generator=torch.Generator().manual_seed(5))
+        bias.append((x.transpose(0, 1).reshape(2, -1).std(1) / SD - 1).abs().max().item())
+    assert bias[1] < bias[0] / 2, bias
+
+
+def test_churn_adds_noise_and_is_seeded(schedule):
+    model = Gaussian(schedule, MU, SD)
+    grid = sampling_schedule(schedule, 20, "karras")
+    calls = []
+    counting = lambda x_t, t: (calls.append(int(t[0])), model(x_t, t))[1]
+    plain = euler_sample(counting, _noise(), grid)
+    plain_t = list(calls)
+    calls.clear()
+    run = lambda seed: euler_sample(model, _noise(), grid, churn=10.0, generator=torch.Generator().manual_seed(seed))
+    churned = euler_sample(counting, _noise(), grid, churn=10.0, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(run(0), churned) and torch.equal(run(0), run(0))
+    assert not torch.allclose(run(0), run(1)) and not torch.allclose(run(0), plain)
+    # σ̂ = σ(1 + γ) lands on an ORIGINAL level above the grid's: the model sees higher timesteps
+    assert len(calls) == len(plain_t) and all(c >= p for c, p in zip(calls, plain_t)) and calls != plain_t
+    # churn_tmax below every σ: no churn at all
+    assert torch.equal(euler_sample(model, _noise(), grid, churn=10.0, churn_tmax=1e-6,
+                                    generator=torch.Generator().manual_seed(0)), plain)
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
+def test_new_samplers_return_the_one_image_and_count_their_calls(schedule, name):
+    """One-image data: x̂₀ = x* at every level, so every sampler lands on x*; calls as `model_calls` says."""
+    x_star = _x_star()
+    model = OneImage(schedule, x_star)
+    seen = []
+    out = run_sampler(name, model, _noise(), schedule, 9,
+                      callback=lambda i, t, x_t, x0: seen.append((i, t)))
+    assert torch.allclose(out, x_star.expand(SHAPE), atol=1e-4)
+    assert [i for i, _ in seen] == list(range(9))
+    assert [t for _, t in seen] == karras_timesteps(schedule, 9)[::-1]  # original timesteps, top first
+    calls = []
+    run_sampler(name, lambda x_t, t: (calls.append(1), model(x_t, t))[1], _noise(), schedule, 9)
+    assert len(calls) == model_calls(name, 9)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_registry_runs_every_sampler_with_every_prediction(schedule, name):
+    outs = []
+    for prediction in ("eps", "x0", "v"):
+        model = Gaussian(schedule, MU, SD, prediction)
+        outs.append(run_sampler(name, model, _noise(), schedule, 15, prediction=prediction,
+                                generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(outs[0], outs[1], atol=1e-3) and torch.allclose(outs[0], outs[2], atol=1e-3)
+    assert set(DEFAULT_SPACING) == set(SAMPLERS)
+
+
+def test_vectors_work_with_the_new_samplers(schedule):
+    x_star = torch.linspace(-0.5, 0.5, 8)[None]  # (1, D), the prior's shape
+
+    def model(x_t, t):
+        abar = schedule.alphas_cumprod[t][:, None]  # (B, 1)
+        return (x_t - abar.sqrt() * x_star) / (1 - abar).sqrt()
+
+    for name in ("euler", "heun", "dpmpp_2m"):
+        out = run_sampler(name, model, torch.randn(3, 8, generator=torch.Generator().manual_seed(0)), schedule, 12)
+        assert torch.allclose(out, x_star.expand(3, 8), atol=1e-4)
+
+
+def test_new_sampler_errors(schedule):
+    model = OneImage(schedule, _x_star())
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        run_sampler("dpm", model, _noise(), schedule, 5)
+    with pytest.raises(ValueError, match="churn"):
+        euler_sample(model, _noise(), schedule.respace(5), churn=-1.0)
+    with pytest.raises(ValueError, match="spacing"):
+        sampling_schedule(schedule, 5, "log")
+    with pytest.raises(ValueError, match="predicts 'eps'"):
+        heun_sample(model, _noise(), schedule.respace(5), prediction="v")
+    with pytest.raises(TypeError, match="NoiseSchedule"):
+        dpmpp_2m_sample(model, _noise(), "cosine")
