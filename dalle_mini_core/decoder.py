@@ -17,10 +17,10 @@ by a learned null embedding 10% of the time and the caption by learned null toke
 time (Ramesh et al. 2022, §2.1); at sampling, `sampling.guided` mixes the conditional output
 with the one where both are dropped: ε̃ = ε(∅) + s·(ε(z_i) − ε(∅)).
 
-**Where things are (the spatial path).** A global vector tells every pixel the same thing. A
-small U-Net conditioned that way learns the colour, shape and size of a shapes scene quickly
-but leaves the *position* at chance for a long time (measured in DESIGN.md). The option
-``spatial`` adds a path that can say "where":
+**Where things are (the spatial path).** A global vector tells every pixel the same thing, so
+whether a U-Net conditioned that way can learn *where* to draw is a fair question (zero-padded
+convolutions give its features some sense of place; see the measurement below). The option
+``spatial``, a course addition that is not in the paper, adds a path that can say "where":
 
 * ``"attention"`` — a 2-D positional embedding (Fourier features of the pixel's (y, x), through
   a learned linear map) is added to the features that every attention layer reads, so a query
@@ -32,7 +32,8 @@ but leaves the *position* at chance for a long time (measured in DESIGN.md). The
   direct "what goes where" sketch, in the spirit of spatial conditioning maps (e.g. the
   layout-to-image models; here it is learned from the embedding).
 
-Measured (notebook 08, §7; 600 CPU steps of 32 one-object scenes, 150 decoded test scenes, ±0.04):
+Measured once offline (``compare_spatial``, reported in notebook 08, §7; 600 CPU steps of 32
+one-object scenes, 150 decoded test scenes, one standard error ±0.04):
 position right 0.59 with the time-embedding shift alone, 0.65 with the four context tokens (the
 paper's decoder, ``spatial="none"``), 0.70 with ``"attention"``, 0.67 with ``"map"`` (chance 0.11).
 With a CLIP image embedding, position is learnable without an explicit path (zero-padded
