@@ -190,6 +190,11 @@ class PromptBox:
         return w.VBox([w.HBox([self.text, self.button]), w.HBox([self.prior, self.decoder, self.seed]),
                        self.status, self.warning])
 
+    def describe(self) -> str:
+        """One line for viewers without widgets (a saved notebook on GitHub): the box's settings."""
+        return (f"[prompt box: {self.text.value!r} · prior s {self.prior.value} · decoder s {self.decoder.value} · "
+                f"seed {self.seed.value} · Draw — run the notebook to use it; the picture below is its first drawing]")
+
     def _show_warning(self, message: str | None) -> None:
         import html
 
@@ -224,7 +229,13 @@ class PromptBox:
         """Show the controls, then draw the starting prompt as a plain (saved, kernel-free) picture."""
         from IPython.display import Image, display
 
-        display(self.controls)
+        controls = self.controls
+        bundle = controls._repr_mimebundle_() if hasattr(controls, "_repr_mimebundle_") else None
+        if isinstance(bundle, dict) and bundle:  # a live kernel: the widget, with a readable text stand-in
+            bundle = dict(bundle, **{"text/plain": self.describe()})
+            display(bundle, raw=True)
+        else:
+            display(controls)
         result = self.draw()
         self._handle = display(Image(data=self.png) if self.png else "", display_id=True)
         return result

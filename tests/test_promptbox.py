@@ -104,6 +104,7 @@ def test_prompt_box_draws_only_on_draw_or_enter(monkeypatch):
     assert pipe.calls == [] and "a size" in box.warning.value
     box.display()  # controls, then the starting picture as a plain output
     assert len(pipe.calls) == 1 and len(shown) == 2 and box.png.startswith(b"\x89PNG")
+    assert shown[0][0]["text/plain"].startswith("[prompt box: 'a yellow circle'")  # what a viewer without widgets shows
     assert box.status.value.startswith("Drawn in ")
     box.button.click()
     assert len(pipe.calls) == 2
