@@ -424,6 +424,7 @@ def train_upsampler(
     blur_probability: float = 0.5,
     blur_sigma: tuple[float, float] = (0.4, 0.6),
     noise_aug_max_t: int = 0,
+    noise_aug_sample_t: int | None = None,
     out_dir: str | Path | None = None,
     seed: int = 0,
     progress: bool = True,
@@ -432,7 +433,8 @@ def train_upsampler(
 
     `mode` picks the recipe from `RECIPES` unless `recipe` is given; `images` (N, 3, 64, 64)
     reuses rendered images. The corruption arguments go to `UpsamplerConfig` (blur_probability=0
-    and noise_aug_max_t=0 train without corruption). On CUDA, train.py uses bf16 autocast.
+    and noise_aug_max_t=0 train without corruption); `noise_aug_sample_t` is the noise level the
+    model samples at (None: min(noise_aug_max_t, 50)). On CUDA, train.py uses bf16 autocast.
     """
     from .device import get_device, run_mode
     from .train import TrainConfig, train
@@ -448,7 +450,8 @@ def train_upsampler(
                       num_res_blocks=r.num_res_blocks, attention_resolutions=(), num_groups=min(32, r.base_channels))
     config = UpsamplerConfig(unet=unet, low_res_size=images.shape[-1] // 2, blur_probability=blur_probability,
                              blur_sigma=blur_sigma, noise_aug_max_t=noise_aug_max_t, prediction=r.prediction,
-                             noise_aug_sample_t=min(noise_aug_max_t, 50) if noise_aug_max_t else 0)
+                             noise_aug_sample_t=(min(noise_aug_max_t, 50) if noise_aug_sample_t is None else noise_aug_sample_t)
+                             if noise_aug_max_t else 0)
     upsampler = Upsampler(config)
     if get_device().type == "cuda":
         upsampler = upsampler.to(memory_format=torch.channels_last)
