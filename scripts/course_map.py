@@ -42,10 +42,10 @@ COURSE: dict[str, str] = {
     "03_unet": "the U-Net piece by piece (time embedding, FiLM ResBlocks, attention, skips), checked against the package",
     "04_training": "the DDPM loss; one training loop; EMA; checkpoints and exact resume; guards",
     "05_sampling": "DDPM and DDIM loops, respacing, η, Euler/Heun/DPM-Solver++ on Karras levels, quality vs model calls, inversion, guidance",
-    "06_clip": "contrastive loss, a tiny CLIP with open_clip, retrieval, zero-shot",
-    "07_prior": "the diffusion prior, its baselines and a perfect prior",
-    "08_decoder": "the CLIP-embedding decoder, classifier-free guidance, the position experiment",
-    "09_upsampler": "the 32→64 cascade and its corruption trick",
+    "06_clip": "contrastive loss, a tiny CLIP with open_clip, the similarity matrix, retrieval, zero-shot, a relation test",
+    "07_prior": "the diffusion prior, what its samples decode to, its baselines; optional: a perfect prior",
+    "08_decoder": "the CLIP-embedding decoder, classifier-free guidance, what survives the embedding; the position experiment (measured offline)",
+    "09_upsampler": "the 32→64 cascade and its corruption trick, judged on real decoder pictures (background roughness, edge crispness), not RMSE",
     "10_unclip": "text → prior → decoder → upsampler; variations, interpolations, text diffs; binding failures",
 }
 
