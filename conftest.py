@@ -25,3 +25,22 @@ def pytest_collectstart(collector):
     """nbval: never compare stderr (warnings carry temporary paths) nor rich HTML/JS outputs."""
     if getattr(collector, "skip_compare", None) is not None:
         collector.skip_compare += ("stderr", "text/html", "application/javascript", "application/vnd.jupyter.widget-view+json")
+
+
+try:  # pytest imports this file; the notebooks' kernels do not need the fixture
+    import pytest
+
+    @pytest.fixture
+    def one_thread():
+        """One torch thread for a test module of tiny models (faster than two, far faster on a busy machine).
+
+        Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``.
+        """
+        import torch
+
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(before)
+except ImportError:  # pragma: no cover
+    pass

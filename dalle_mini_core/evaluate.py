@@ -92,13 +92,18 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
+    from . import validate as V
+
+    smoke = run_mode() == "smoke"  # None means the run mode's default; 0 is refused, not "default"
+    n = (16 if smoke else 200) if n is None else V.integer("n", n, maximum=2000)
+    n_prompts = None if n_prompts is None else V.integer("n_prompts", n_prompts, maximum=54)
+    n_per_prompt = V.integer("n_per_prompt", n_per_prompt, maximum=16)
+    seed = V.seed("seed", seed)
     clip = load_stage(dataset, "clip", weights)
     if clip is None:
         where = weights or "data/weights"
         raise FileNotFoundError(f"no {dataset}_clip weights in {where}; train them first, e.g. "
                                 f"`dalle-mini train clip --out runs/weights` for shapes")
-    smoke = run_mode() == "smoke"
-    n = n or (16 if smoke else 200)
     n_test = max(1000, n) if dataset == "shapes" else None
     train_set, test_set = _datasets(dataset, n_train=max(2000, 4 * n) if not smoke else 64, n_test=n_test or 0)
     gallery = gallery_size or min(100, len(test_set))
@@ -154,7 +159,7 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
 
     # 3. Caption accuracy of the whole pipeline, when one exists (shapes: the reader grades it)
     if dataset == "shapes" and captions and all(_has(dataset, p, weights) for p in ("prior", "decoder", "upsampler")):
-        report["caption_accuracy"] = caption_report(weights, n_prompts=n_prompts or (4 if smoke else 54),
+        report["caption_accuracy"] = caption_report(weights, n_prompts=(4 if smoke else 54) if n_prompts is None else n_prompts,
                                                     n_per_prompt=n_per_prompt, seed=seed,
                                                     generate_kwargs=generate_kwargs)
     return report

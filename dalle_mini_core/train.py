@@ -481,7 +481,7 @@ def _prepare_run_dir(out: Path, identity: dict[str, Any], resume: bool, overwrit
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         if not run_json.is_file():
-            run_json.write_text(json.dumps(identity, indent=2) + "\n")
+            run_json.write_text(json.dumps(identity, indent=2, allow_nan=False) + "\n")
     return existing if resume else None
 
 

@@ -38,12 +38,7 @@ EDIT = dict(decoder_steps=3, upsampler_steps=2)
 SEED_LOW, SEED_HIGH = r"seed must be a non-negative int", r"seed must be at most 4294967295 "
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def run(argv, capsys):

@@ -135,3 +135,15 @@ def test_corrupted_file_fails_the_checksum(data_copy):
 def test_verified_copy_loads_from_another_root(data_copy):
     ds = EmojiDataset("val", root=data_copy / "emoji")
     assert len(ds) == 95
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{\n", r"MANIFEST\.json is not valid JSON.*build_emoji\.py"),
+    ("[1, 2]", r"MANIFEST\.json records no sha256 for emoji\.npz"),
+    ('{"files": []}', r"records no sha256"),
+])
+def test_a_damaged_manifest_names_the_file(data_copy, text, match):
+    """Probe §6: an invalid or list-shaped MANIFEST used to raise a bare JSONDecodeError / AttributeError."""
+    (data_copy / "emoji" / "MANIFEST.json").write_text(text, encoding="utf-8")
+    with pytest.raises(DataIntegrityError, match=match):
+        load_emoji_arrays(data_copy / "emoji")

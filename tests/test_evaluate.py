@@ -111,3 +111,15 @@ def test_eval_emoji_writes_clip_and_prior_sections(tmp_path):
     prior = report["prior"]
     assert set(prior["retrieval_top1"]) == {"prior", "text_embedding", "nearest_neighbour"}  # no oracle for emoji
     assert prior["n"] == 12 and "caption_accuracy" not in report
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(n=0), r"\bn\b"), (dict(n=2.5), r"\bn\b"), (dict(n_prompts=0), "n_prompts"),
+    (dict(n_per_prompt=0), "n_per_prompt"), (dict(seed=2**32), "seed"),
+])
+def test_evaluate_refuses_zero_and_bad_counts_before_any_work(kwargs, match):
+    """Probe 1e: in the Python API `n=0` used to mean "the default"; now it is refused like the CLI's --n 0."""
+    from dalle_mini_core.evaluate import evaluate
+
+    with pytest.raises((ValueError, TypeError), match=match):
+        evaluate("shapes", **kwargs)

@@ -22,13 +22,7 @@ FAST = dict(prior_steps=3, decoder_steps=3, upsampler_steps=2)  # generate's ste
 EDIT = dict(decoder_steps=3, upsampler_steps=2)  # the edits' step counts
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is faster than two, and far faster on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 @pytest.fixture(scope="module")

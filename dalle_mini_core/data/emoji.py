@@ -76,8 +76,13 @@ def load_emoji_arrays(root: str | Path | None = None) -> dict[str, np.ndarray]:
         return _CACHE[key]
 
     # 1. checksum against the manifest
-    manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    expected = manifest.get("files", {}).get("emoji.npz", {}).get("sha256")
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataIntegrityError(f"{manifest_path} is not valid JSON ({exc}); {REBUILD}") from exc
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    entry = files.get("emoji.npz") if isinstance(files, dict) else None
+    expected = entry.get("sha256") if isinstance(entry, dict) else None
     if expected is None:
         raise DataIntegrityError(f"{manifest_path} records no sha256 for emoji.npz; {REBUILD}")
     actual = _sha256(npz)
@@ -91,7 +96,9 @@ def load_emoji_arrays(root: str | Path | None = None) -> dict[str, np.ndarray]:
     with np.load(npz, allow_pickle=False) as data:
         arrays = {name: data[name] for name in _ARRAYS}
     for name, arr in arrays.items():
-        shape = manifest.get("arrays", {}).get(name, {}).get("shape")
+        recorded = manifest.get("arrays")
+        recorded = recorded.get(name) if isinstance(recorded, dict) else None
+        shape = recorded.get("shape") if isinstance(recorded, dict) else None
         if list(arr.shape) != shape:
             raise DataIntegrityError(f"{npz}: array {name!r} has shape {arr.shape}, manifest says {shape}")
     _CACHE[key] = arrays
