@@ -1,6 +1,6 @@
 """Samplers, steps and noise for each stage of the shapes pipeline, measured on this CPU.
 
-    python scripts/sweep_samplers.py --json data/weights/reports/sweep_samplers_cpu.json \
+    python scripts/sweep_samplers.py --json runs/sweep_samplers_cpu.json \
         [--prompts 16] [--threads 1] [--stages prior decoder upsampler]
 
 The pipeline is cut at its stages so each setting is measured on the SAME inputs:
