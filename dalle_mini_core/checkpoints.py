@@ -503,7 +503,9 @@ def save_checkpoint(
         "extra": _encode(extra or {}, "extra"),
     }
     json_text = _json_text(meta, indent=2, sort_keys=False) + "\n"
-    header = {"format": FORMAT, _EMBED_KEY: _json_text(record, sort_keys=True, separators=(",", ":"))}
+    # One metadata key only: safetensors keeps the header's metadata in a hash map whose order
+    # changes from process to process, so two keys would make identical checkpoints differ in bytes.
+    header = {_EMBED_KEY: _json_text(record, sort_keys=True, separators=(",", ":"))}
     st_path, json_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
     st_tmp, json_tmp = st_path.with_name(st_path.name + ".tmp"), json_path.with_name(json_path.name + ".tmp")
     try:
