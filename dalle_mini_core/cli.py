@@ -20,8 +20,6 @@ terminal (``--quiet``: none).
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import time
@@ -51,17 +49,6 @@ def _save_grid(images: Any, path: Path, **kwargs: Any) -> Path:
 
 def _write_text(path: Path, text: str) -> Path:
     return V.atomic_write(path, lambda tmp: tmp.write_text(text))
-
-
-def _json_ready(obj: Any) -> Any:
-    """NaN and infinities become null: strict JSON parsers reject a bare NaN."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _json_ready(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_ready(v) for v in obj]
-    return obj
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -357,7 +344,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
                       n_prompts=n_prompts, n_per_prompt=per_prompt)
-    text = json.dumps(_json_ready(report), indent=2)
+    from .checkpoints import json_dumps_strict
+
+    text = json_dumps_strict(report, indent=2)  # NaN/inf as null: strict JSON parsers reject a bare NaN
     if json_path is not None:
         _write_text(json_path, text + "\n")
         print(f"wrote {json_path}")
