@@ -16,6 +16,23 @@ function with the course's reference on a few fixed inputs and prints one verdic
 
 A wrong answer does not raise: every check in a cell runs and reports. `check_all` runs several
 checks and ends with a summary line (``2 of 3 passed, 1 not attempted yet``).
+
+**Named exercises.** The course's exercises are registered by name (``"02.posterior_variance"``:
+lesson number, a dot, a short name) in ``dalle_mini_core/lessons/lesson_NN.py``, each with its
+reference, its seeded cases, a hint and the plausible wrong answers the test suite feeds it. A
+notebook's check cell then shows no reference at all::
+
+    check_exercise("02.posterior_variance", posterior_variance)
+
+Three kinds of exercise (`KINDS`): *implement* a piece the notebook did not show, *find the bug*
+in a broken function the notebook shows (the check compares the fixed version with the
+reference), and *predict, then measure*: the student writes down a prediction (one of a few
+lettered options) before running a measurement, and `check_prediction` compares the prediction
+with what the measurement says and explains why::
+
+    check_prediction("05.few_steps", my_prediction, measured=clean_share_at_5_steps)
+
+`summary(results)` prints the cell's or lesson's tally.
 """
 from __future__ import annotations
 
@@ -25,7 +42,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-__all__ = ["CheckResult", "check", "check_all", "describe_value", "compare"]
+__all__ = ["CheckResult", "Exercise", "KINDS", "check", "check_all", "check_exercise", "check_prediction",
+           "compare", "describe_value", "exercise", "get_exercise", "lesson_exercises", "register", "summary"]
 
 NOT_ATTEMPTED = "not attempted yet — write the function above and run this cell again"
 SMALL = 8  # tensors with at most this many entries are shown in full
@@ -219,13 +237,175 @@ def check(
     return result
 
 
-def check_all(*checks: dict) -> list[CheckResult]:
-    """Run several checks (each a dict of `check`'s arguments) and print a summary line."""
-    results = [check(**spec) for spec in checks]
+def summary(results: Sequence[CheckResult], quiet: bool = False) -> str:
+    """The tally line for several verdicts: ``2 of 3 passed, 1 not attempted yet``."""
     passed = sum(r.passed for r in results)
     pending = sum(r.status == "not attempted" for r in results)
     line = f"{passed} of {len(results)} passed"
     if pending:
         line += f", {pending} not attempted yet"
-    print(line)
+    if not quiet:
+        print(line)
+    return line
+
+
+def check_all(*checks: dict) -> list[CheckResult]:
+    """Run several checks (each a dict of `check`'s arguments) and print a summary line."""
+    results = [check(**spec) for spec in checks]
+    summary(results)
     return results
+
+
+# --------------------------------------------------------------------------------------------
+# Named exercises: references live in the package (dalle_mini_core/lessons/), looked up by name.
+# --------------------------------------------------------------------------------------------
+
+KINDS = ("implement", "find the bug", "predict")
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One registered exercise.
+
+    For *implement* and *find the bug*: ``reference`` is the correct function and ``cases()``
+    returns the argument tuples it is checked on (seeded: the same every run). For *predict*:
+    ``options`` maps a letter to a possible outcome and ``judge(measured)`` returns the letter the
+    measurement supports and a sentence explaining why.
+
+    ``wrong`` lists plausible wrong answers, as ``(label, function)`` for the first two kinds and
+    ``(label, (prediction, measured))`` for *predict*; the test suite checks that each one is
+    rejected, with a message that says what is wrong. ``buggy``, for *find the bug*, is the broken
+    function the notebook shows (the test suite checks it is rejected too).
+    """
+
+    name: str
+    kind: str
+    title: str
+    hint: str
+    reference: Callable[..., Any] | None = None
+    cases: Callable[[], Sequence[tuple]] | None = None
+    atol: float = 1e-5
+    rtol: float = 1e-4
+    wrong: tuple = ()
+    buggy: Callable[..., Any] | None = None
+    options: dict[str, str] | None = None
+    judge: Callable[[Any], tuple[str, str]] | None = None
+
+    @property
+    def lesson(self) -> str:
+        return self.name.split(".", 1)[0]
+
+
+_REGISTRY: dict[str, Exercise] = {}
+
+
+def _validate_name(name: str) -> str:
+    lesson, _, short = name.partition(".")
+    if not (len(lesson) == 2 and lesson.isdigit() and short and short.isidentifier()):
+        raise ValueError(f"exercise names look like '02.posterior_variance' (lesson, dot, identifier), not {name!r}")
+    return lesson
+
+
+def register(ex: Exercise) -> Exercise:
+    """Add an exercise to the registry (each name once; the kind must be one of `KINDS`)."""
+    _validate_name(ex.name)
+    if ex.kind not in KINDS:
+        raise ValueError(f"{ex.name}: kind must be one of {KINDS}, not {ex.kind!r}")
+    if ex.kind == "predict":
+        if not ex.options or ex.judge is None:
+            raise ValueError(f"{ex.name}: a predict exercise needs options and judge")
+    elif ex.reference is None or ex.cases is None:
+        raise ValueError(f"{ex.name}: an {ex.kind} exercise needs a reference and cases")
+    if ex.kind == "find the bug" and ex.buggy is None:
+        raise ValueError(f"{ex.name}: a find-the-bug exercise needs the buggy function it shows")
+    old = _REGISTRY.get(ex.name)
+    if old is not None and old != ex:
+        raise ValueError(f"exercise {ex.name!r} is registered twice")
+    _REGISTRY[ex.name] = ex
+    return ex
+
+
+def exercise(name: str, kind: str, title: str, hint: str, cases: Callable[[], Sequence[tuple]], **kw: Any):
+    """Decorator: register the decorated function as the reference of an implement/find-the-bug exercise."""
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        register(Exercise(name=name, kind=kind, title=title, hint=hint, reference=fn, cases=cases, **kw))
+        return fn
+
+    return wrap
+
+
+def _load_lesson(lesson: str) -> None:
+    import importlib
+
+    try:
+        importlib.import_module(f"dalle_mini_core.lessons.lesson_{lesson}")
+    except ModuleNotFoundError as exc:
+        if exc.name != f"dalle_mini_core.lessons.lesson_{lesson}":
+            raise
+
+
+def get_exercise(name: str) -> Exercise:
+    """The registered exercise called `name` (its lesson's module is imported on first use)."""
+    lesson = _validate_name(name)
+    if name not in _REGISTRY:
+        _load_lesson(lesson)
+    if name not in _REGISTRY:
+        known = ", ".join(sorted(n for n in _REGISTRY if n.startswith(lesson + "."))) or "none"
+        raise KeyError(f"no exercise called {name!r}; lesson {lesson} has: {known}")
+    return _REGISTRY[name]
+
+
+def lesson_exercises(lesson: str) -> list[Exercise]:
+    """Every exercise registered for a lesson ("02"), in registration order."""
+    _load_lesson(lesson)
+    return [ex for ex in _REGISTRY.values() if ex.lesson == lesson]
+
+
+def check_exercise(name: str, candidate: Callable[..., Any], quiet: bool = False) -> CheckResult:
+    """Check the student's function for the exercise `name` against the package's reference."""
+    ex = get_exercise(name)
+    if ex.kind == "predict":
+        raise TypeError(f"{name} is a predict-then-measure exercise: use check_prediction({name!r}, prediction, measured)")
+    return check(ex.title, candidate, ex.reference, list(ex.cases()), atol=ex.atol, rtol=ex.rtol,
+                 hint=ex.hint, quiet=quiet)
+
+
+def check_prediction(name: str, prediction: Any, measured: Any, quiet: bool = False) -> CheckResult:
+    """Compare a written prediction (an option letter, or None if not made yet) with a measurement.
+
+    The verdict always explains what the measurement shows; a wrong prediction is reported, not
+    raised. A prediction that is not one of the options is an error that lists them.
+    """
+    ex = get_exercise(name)
+    if ex.kind != "predict":
+        raise TypeError(f"{name} is an {ex.kind} exercise: use check_exercise({name!r}, your_function)")
+    assert ex.options is not None and ex.judge is not None
+    if prediction is None or prediction is NotImplemented or prediction is ...:
+        result = CheckResult(ex.title, "not attempted",
+                             f"{ex.title}: not attempted yet — write your prediction (one of "
+                             f"{', '.join(repr(k) for k in ex.options)}) before you look at the measurement")
+    else:
+        key = str(prediction).strip().lower().strip("()")
+        options = {k.lower(): k for k in ex.options}
+        if key not in options:
+            listed = "; ".join(f"{k!r}: {v}" for k, v in ex.options.items())
+            result = CheckResult(ex.title, "error", f"{ex.title}: {prediction!r} is not one of the options ({listed})")
+        else:
+            key = options[key]
+            try:
+                right, why = ex.judge(measured)
+            except Exception as exc:  # a measurement of the wrong kind: explain, don't crash
+                result = CheckResult(ex.title, "error",
+                                     f"{ex.title}: the measurement passed in could not be read ({_explain_exception(exc)}); "
+                                     f"pass the value the measurement cell printed")
+            else:
+                if key == right:
+                    result = CheckResult(ex.title, "correct", f"{ex.title}: your prediction ({key}) matches the measurement. {why}")
+                else:
+                    result = CheckResult(ex.title, "wrong",
+                                         f"{ex.title}: you predicted ({key}) {ex.options[key]}, but the measurement "
+                                         f"says ({right}) {ex.options[right]}. {why}")
+    if not quiet:
+        print(result.message)
+    return result

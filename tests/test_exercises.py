@@ -106,3 +106,37 @@ def test_check_all_runs_every_check_and_summarises(capsys):
 def test_describe_value_is_short():
     assert describe_value(torch.arange(3)) == "tensor int64 shape (3,) = [0, 1, 2]"
     assert describe_value(torch.zeros(10, 10)) == "tensor float32 shape (10, 10)"
+
+
+def test_named_exercise_registry_checks_without_showing_the_reference(capsys):
+    from dalle_mini_core.exercises import check_exercise, get_exercise
+
+    ex = get_exercise("02.alphas_cumprod")
+    assert check_exercise("02.alphas_cumprod", ex.reference).passed
+    result = check_exercise("02.alphas_cumprod", lambda b: b.cumsum(0))
+    out = capsys.readouterr().out
+    assert result.status == "wrong" and "hint:" in out
+
+
+def test_unknown_exercise_name_lists_the_lesson_exercises():
+    import pytest
+
+    from dalle_mini_core.exercises import get_exercise
+
+    with pytest.raises(KeyError, match="02.alphas_cumprod"):
+        get_exercise("02.no_such_thing")
+    with pytest.raises(ValueError, match="lesson, dot"):
+        get_exercise("posterior")
+
+
+def test_prediction_verdicts():
+    from dalle_mini_core.exercises import Exercise, check_prediction, register
+
+    register(Exercise(name="99.more_steps", kind="predict", title="more steps",
+                      hint="", options={"a": "cleaner", "b": "the same"},
+                      judge=lambda m: ("a", f"measured {m}") if m > 0.5 else ("b", f"measured {m}")))
+    assert check_prediction("99.more_steps", "a", 0.9, quiet=True).passed
+    wrong = check_prediction("99.more_steps", "(B)", 0.9, quiet=True)
+    assert wrong.status == "wrong" and "measured 0.9" in wrong.message and "cleaner" in wrong.message
+    assert check_prediction("99.more_steps", None, 0.9, quiet=True).status == "not attempted"
+    assert check_prediction("99.more_steps", "c", 0.9, quiet=True).status == "error"
