@@ -18,8 +18,8 @@ A wrong answer does not raise: every check in a cell runs and reports. `check_al
 checks and ends with a summary line (``2 of 3 passed, 1 not attempted yet``).
 
 **Named exercises.** The course's exercises are registered by name (``"02.posterior_variance"``:
-lesson number, a dot, a short name) in ``dalle_mini_core/lessons/lesson_NN.py``, each with its
-reference, its seeded cases, a hint and the plausible wrong answers the test suite feeds it. A
+lesson number, a dot, a short name) in the package folder ``dalle_mini_core/lessons/`` (one module
+per lesson), each with its reference, its seeded cases, a hint and the plausible wrong answers the test suite feeds it. A
 notebook's check cell then shows no reference at all::
 
     check_exercise("02.posterior_variance", posterior_variance)
@@ -133,7 +133,7 @@ def _compare_tensors(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: f
                f"returned {_fmt_number(g.flatten()[flat].item())}, expected {_fmt_number(w.flatten()[flat].item())}")
     if torch.allclose(g, -w, atol=atol, rtol=rtol):
         msg += " (every value has the wrong sign)"
-    elif w.abs().max() > 0 and torch.allclose(g * (w.norm() / g.norm().clamp_min(1e-30)), w, atol=atol * 10, rtol=rtol * 10):
+    elif g.numel() > 1 and w.abs().max() > 0 and torch.allclose(g * (w.norm() / g.norm().clamp_min(1e-30)), w, atol=atol * 10, rtol=rtol * 10):
         msg += f" (right up to a constant factor of about {_fmt_number((g.norm() / w.norm()).item())})"
     return msg
 
