@@ -172,9 +172,10 @@ def _judge_colour_swap(measured: Any) -> tuple[str, str]:
     of = f" of {n} scenes" if n else ""
     why = f"CLIP preferred the true colours over the swapped ones in {share:.1%}{of} (chance is 50%). "
     if letter == "c":
-        why += ("Colour–shape binding is something contrastive training has to learn: a batch often holds a red "
-                "circle with a blue square and a blue circle with a red square, and only binding tells them apart. "
-                "Left and right rarely need telling apart within a batch, so the relation stays at chance.")
+        why += ("So this CLIP does not read a caption as a bag of words: it binds each colour to the shape named next "
+                "to it, a local link (adjacent words, one object's pixels). The relation is a comparison of two "
+                "objects' positions across the whole picture and sentence, and it stays at chance although training "
+                "batches do contain mirror-image pictures (discussion question 2 counts them).")
     elif letter == "b":
         why += ("Binding is partly learnt: better than the relation, which sits at chance, but CLIP still often "
                 "treats a caption as a bag of words.")
@@ -186,7 +187,7 @@ def _judge_colour_swap(measured: Any) -> tuple[str, str]:
 
 register(Exercise(
     name="06.colour_swap", kind="predict", title="colour binding vs the relation test",
-    hint="ask what a batch of 128 training captions forces CLIP to tell apart",
+    hint="a colour sits next to its shape, in the caption and in the picture; a relation compares two objects",
     options=COLOUR_SWAP_OPTIONS, judge=_judge_colour_swap,
     wrong=(("chance, like the relation", ("a", {"share": 0.95, "n": 221})),
            ("partly learnt", ("b", {"share": 0.95, "n": 221})),
