@@ -106,7 +106,7 @@ def own_picture_rank(image_emb: torch.Tensor, text_emb: torch.Tensor) -> torch.T
 # --------------------------------------------------------------------------------------------
 
 TEMPERATURE_OPTIONS = {
-    "a": "nothing much changes: the loss and text→image top-1 both stay about where they were",
+    "a": "nothing much changes: the loss and top-1 both stay about where they were",
     "b": "the loss rises towards log N (chance), but top-1 does not change at all",
     "c": "the loss rises towards log N and top-1 falls towards chance (1/N)",
     "d": "the loss falls and top-1 rises: a softer softmax is an easier task",
@@ -155,7 +155,7 @@ register(Exercise(
 # --------------------------------------------------------------------------------------------
 
 COLOUR_SWAP_OPTIONS = {
-    "a": "about half the time, like the relation test: CLIP cannot tell which colour goes with which shape",
+    "a": "about half the time, like the relation test",
     "b": "clearly more often than chance, but far from always (between 60% and 90%)",
     "c": "nearly always (90% or more)",
 }
