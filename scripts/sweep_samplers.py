@@ -47,7 +47,9 @@ PRIOR_ROWS = [
 DECODER_ROWS = [
     ("ddim 25 eta 0 (old default)", "ddim", 25, {"eta": 0.0}),
     ("ddim 10 eta 1", "ddim", 10, {"eta": 1.0}),
+    ("ddim 8 eta 1", "ddim", 8, {"eta": 1.0}),
     ("ddim 6 eta 1", "ddim", 6, {"eta": 1.0}),
+    ("dpmpp_2m 10", "dpmpp_2m", 10, {}),
     ("dpmpp_2m 6", "dpmpp_2m", 6, {}),
     ("euler 6 churn 10", "euler", 6, {"churn": 10.0}),
 ]
@@ -55,6 +57,7 @@ UPSAMPLER_ROWS = [
     ("ddim 10 (old default)", "ddim", 10, {"eta": 0.0}),
     ("ddim 5", "ddim", 5, {"eta": 0.0}),
     ("ddim 5 eta 1", "ddim", 5, {"eta": 1.0}),
+    ("ddim 3", "ddim", 3, {"eta": 0.0}),
     ("dpmpp_2m 5", "dpmpp_2m", 5, {}),
     ("dpmpp_2m 3", "dpmpp_2m", 3, {}),
 ]
