@@ -183,46 +183,41 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_p
 
 
 # ------------------------------------------------------------------------------------------------
-# 4. Predict, then measure: does fresh noise still help at five steps?
+# 4. Predict, then measure: does fresh noise still clean at five levels?
 # ------------------------------------------------------------------------------------------------
 
 FEW_STEPS_OPTIONS = {
-    "a": "with η = 1 still (almost) every picture has one clean shape (7 in 8 or more)",
-    "b": "η = 1 still beats η = 0, but well short of every picture",
-    "c": "η = 1 is no better than η = 0",
+    "a": "about as many pictures with one clean shape as at 10 levels (within 2 in 16)",
+    "b": "clearly fewer pictures with one clean shape than at 10 levels",
+    "c": "more pictures with one clean shape than at 10 levels (fewer steps add less noise)",
 }
 
 
 def judge_few_steps(measured) -> tuple[str, str]:
-    """`measured`: {"eta0": share with one clean shape, "eta1": share} at 5 DDIM steps."""
+    """`measured`: {"levels10": share with one clean shape, "levels5": share}, DDIM η = 1, the same x_T."""
     m = dict(measured)
-    eta0, eta1 = _share(m["eta0"], "eta0"), _share(m["eta1"], "eta1")
-    if eta1 >= 0.875:
-        letter = "a"
-    elif eta1 - eta0 >= 0.125:
-        letter = "b"
-    else:
+    ten, five = _share(m["levels10"], "levels10"), _share(m["levels5"], "levels5")
+    if five > ten + 0.125:
         letter = "c"
-    why = (f"Measured at 5 DDIM steps: one clean shape in {eta0:.0%} of the samples with η = 0 and {eta1:.0%} "
-           "with η = 1. Fresh noise repairs the model's leftovers only where later steps remain to repair them. "
-           "Five levels are about 250 timesteps apart, so the last step turns x_t at t ≈ 250 into the picture "
-           "in one jump, and what that one guess leaves is kept. ")
-    if letter == "b":
-        why += "η = 1 still helps, but it cannot make up for the steps that are not there."
-    elif letter == "a":
-        why += "Here even that one jump was clean enough."
+    elif five >= ten - 0.125:
+        letter = "a"
     else:
-        why += "Here the noise gave no visible advantage at all."
+        letter = "b"
+    why = (f"Measured with η = 1 from the same x_T: one clean shape in {ten:.0%} of the samples at 10 levels and "
+           f"{five:.0%} at 5. Fresh noise repairs the model's leftovers only where later steps remain to repair "
+           "them. Five levels are about 250 timesteps apart, so the last step turns x_t at t ≈ 250 into the picture "
+           "in one jump, and whatever that one guess gets wrong is kept: noise cannot make up for steps that are "
+           "not there.")
     return letter, why
 
 
 register(Exercise(
-    name="05.few_steps", kind="predict", title="fresh noise at five steps",
+    name="05.few_steps", kind="predict", title="fresh noise at five levels",
     hint="how many chances does the model get to repair a leftover?",
     options=FEW_STEPS_OPTIONS, judge=judge_few_steps,
-    wrong=(("'η = 1 always cleans'", ("a", {"eta0": 0.06, "eta1": 0.31})),
-           ("'too few steps for noise to matter'", ("c", {"eta0": 0.06, "eta1": 0.31})),
-           ("'it helps but not fully' when it did clean all", ("b", {"eta0": 0.4, "eta1": 0.94}))),
+    wrong=(("'η = 1 always cleans'", ("a", {"levels10": 0.94, "levels5": 0.31})),
+           ("'fewer steps, less noise, cleaner'", ("c", {"levels10": 0.94, "levels5": 0.31})),
+           ("'fewer' when it held up", ("b", {"levels10": 1.0, "levels5": 0.94}))),
 ))
 
 
