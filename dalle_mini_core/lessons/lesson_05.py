@@ -103,9 +103,14 @@ def judge_no_clip(measured) -> tuple[str, str]:
            f"the largest |value| without clipping was {largest:.3g} (the data lies in [−1, 1]). The first step "
            f"starts at t = 999, where ᾱ ≈ {abar_999:.1e}: x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by "
            f"{math.sqrt(abar_999):.1e}, so an ε̂ error of 0.01 becomes an x̂₀ error of about "
-           f"{0.01 / math.sqrt(abar_999):.0f}. DDIM builds the next state from that x̂₀, and with η = 0 no later "
-           "step removes it. The clip holds x̂₀ in the data range, so the first guess is at worst a saturated "
-           "colour, which the following steps can still correct.")
+           f"{0.01 / math.sqrt(abar_999):.0f}. ")
+    if letter == "c":
+        why += ("DDIM builds the next state from that x̂₀, and with η = 0 no later step removes it. The clip holds "
+                "x̂₀ in the data range, so the first guess is at worst a saturated colour, which the following "
+                "steps can still correct.")
+    else:
+        why += ("Here the model's first guesses were accurate enough that the division did little harm; with a "
+                "less exact model, or a schedule reaching further up, it would not be.")
     return letter, why
 
 
@@ -206,8 +211,9 @@ def judge_few_steps(measured) -> tuple[str, str]:
     why = (f"Measured with η = 1 from the same x_T: one clean shape in {ten:.0%} of the samples at 10 levels and "
            f"{five:.0%} at 5. Fresh noise repairs the model's leftovers only where later steps remain to repair "
            "them. Five levels are about 250 timesteps apart, so the last step turns x_t at t ≈ 250 into the picture "
-           "in one jump, and whatever that one guess gets wrong is kept: noise cannot make up for steps that are "
-           "not there.")
+           "in one jump, and whatever that one guess gets wrong is kept")
+    why += (": noise cannot make up for steps that are not there." if letter == "b" else
+            "; here that one jump was good enough, so five levels held up.")
     return letter, why
 
 
