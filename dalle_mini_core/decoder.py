@@ -32,12 +32,14 @@ convolutions give its features some sense of place; see the measurement below). 
   direct "what goes where" sketch, in the spirit of spatial conditioning maps (e.g. the
   layout-to-image models; here it is learned from the embedding).
 
-Measured once offline (``compare_spatial``, reported in notebook 08, §7; 600 CPU steps of 32
-one-object scenes, 150 decoded test scenes, one standard error ±0.04):
+Measured once offline (``compare_spatial``, reported in notebook 08, §7, from the record
+``data/weights/reports/position_experiment_cpu.json``; 600 CPU steps of 32 one-object scenes, 150
+decoded test scenes, one standard error ±0.04):
 position right 0.59 with the time-embedding shift alone, 0.65 with the four context tokens (the
 paper's decoder, ``spatial="none"``), 0.70 with ``"attention"``, 0.67 with ``"map"`` (chance 0.11).
 With a CLIP image embedding, position is learnable without an explicit path (zero-padded
-convolutions tell pixels where the borders are); the explicit paths made it somewhat easier.
+convolutions tell pixels where the borders are); the explicit paths scored somewhat higher, by at
+most +0.11 (two standard errors of a difference: suggestive, not proven).
 
 Embedding scale: CLIP embeddings are unit vectors; the decoder multiplies them by sqrt(D)
 before use (`prior.scale_embedding`, the one rule of the course).

@@ -19,7 +19,8 @@ checks and ends with a summary line (``2 of 3 passed, 1 not attempted yet``).
 
 **Named exercises.** The course's exercises are registered by name (``"02.posterior_variance"``:
 lesson number, a dot, a short name) in the package folder ``dalle_mini_core/lessons/`` (one module
-per lesson), each with its reference, its seeded cases, a hint and the plausible wrong answers the test suite feeds it. A
+per lesson), each with its reference, its seeded cases, a hint and the plausible wrong answers the
+test suite feeds it. A
 notebook's check cell then shows no reference at all::
 
     check_exercise("02.posterior_variance", posterior_variance)
