@@ -381,7 +381,8 @@ class UnCLIP(nn.Module):
 
     @classmethod
     def from_pretrained(cls, dataset: str | os.PathLike = "shapes", *, folder: str | os.PathLike | None = None,
-                        device: torch.device | str | None = None, upsampler: bool | None = None) -> "UnCLIP":
+                        device: torch.device | str | None = None, upsampler: bool | None = None,
+                        channels_last: bool | None = None) -> "UnCLIP":
         """Load a pipeline: ``<dataset>_{clip,prior,decoder,upsampler}.safetensors`` (+ .json).
 
         * ``from_pretrained("shapes")`` — the shipped weights in data/weights, each checked against
@@ -395,6 +396,11 @@ class UnCLIP(nn.Module):
         Weights holding NaN or infinite values are refused. ``upsampler=False`` leaves the
         upsampler out (the pipeline then ends at the decoder's size); None loads it when the
         weights have one (shipped weights always do).
+
+        ``channels_last`` (None: on when the device is a CPU) stores the decoder's and the
+        upsampler's convolution weights in channels-last memory order. Pictures agree to about
+        1e-4 (the sums run in another order); on the development CPU, one thread, a guided decoder call took 0.68–0.75× the
+        time and an upsampler call 0.86× (`benchmarks/bench_generate.py` measures it per picture).
         """
         from .checkpoints import UnverifiedWeightsWarning, load_from_folder, load_pretrained
         from .clip import CLIPModel
@@ -443,7 +449,20 @@ class UnCLIP(nn.Module):
             loaded.append(model.float().eval())
         pipe = cls(*loaded)
         pipe.dataset = dataset
+        channels_last = V.boolean("channels_last", channels_last, allow_none=True)
+        if channels_last is None:
+            channels_last = device.type == "cpu"
+        if channels_last:
+            pipe.use_channels_last()
         return pipe
+
+    def use_channels_last(self, enabled: bool = True) -> "UnCLIP":
+        """Store the decoder's and upsampler's weights channels-last (faster convolutions on a CPU)."""
+        fmt = torch.channels_last if enabled else torch.contiguous_format
+        for part in (self.decoder, self.upsampler):
+            if part is not None:
+                part.to(memory_format=fmt)
+        return self
 
     def save_pretrained(self, folder: str | os.PathLike, *, dataset: str | None = None) -> Path:
         """Write the pipeline to `folder`: ``<dataset>_<part>.safetensors`` + ``.json`` per part,

@@ -262,8 +262,8 @@ def test_from_pretrained_loads_checked_weights_and_reproduces_the_pipeline(tmp_p
     monkeypatch.setenv("DALLE_MINI_DATA", str(tmp_path))
     loaded = UnCLIP.from_pretrained("shapes", device="cpu")
     original = UnCLIP(*parts)
-    assert torch.allclose(loaded.generate("a red circle", seed=1, **FAST),
-                          original.generate("a red circle", seed=1, **FAST), atol=1e-5)
+    assert torch.allclose(loaded.generate("a red circle", seed=1, **FAST),  # channels-last on a CPU:
+                          original.generate("a red circle", seed=1, **FAST), atol=1e-3)  # same to ~1e-4
     (weights / "shapes_upsampler.safetensors").unlink()
     assert UnCLIP.from_pretrained("shapes", device="cpu", upsampler=False).upsampler is None
     with pytest.raises(FileNotFoundError, match="shapes_upsampler"):
@@ -301,9 +301,10 @@ def test_save_pretrained_round_trip_gives_the_same_pictures(tmp_path, pipe):
     assert "MANIFEST.json" in names and "pipeline.json" in names
     assert {f"shapes_{p}.safetensors" for p in ("clip", "prior", "decoder", "upsampler")} <= set(names)
     want = pipe.generate("a red circle", n_per_prompt=2, seed=3, **FAST)
-    for loaded in (UnCLIP.from_pretrained(str(folder), device="cpu"),  # a path, diffusers-style
-                   UnCLIP.from_pretrained(folder, device="cpu"),  # a pathlib.Path
-                   UnCLIP.from_pretrained("shapes", folder=folder, device="cpu")):  # name + folder
+    same_order = dict(device="cpu", channels_last=False)  # the fixture's memory order: bit-identical pictures
+    for loaded in (UnCLIP.from_pretrained(str(folder), **same_order),  # a path, diffusers-style
+                   UnCLIP.from_pretrained(folder, **same_order),  # a pathlib.Path
+                   UnCLIP.from_pretrained("shapes", folder=folder, **same_order)):  # name + folder
         assert torch.equal(loaded.generate("a red circle", n_per_prompt=2, seed=3, **FAST), want)
     # a pipeline without an upsampler round-trips too (pipeline.json says which parts there are)
     clip, prior, decoder, _ = tiny_parts()
@@ -388,3 +389,30 @@ def test_decoding_in_chunks_gives_the_same_images(pipe, monkeypatch):
     chunked, _ = pipe.decode(z, x_T=x_T, upsample=False, decoder_steps=3, decoder_guidance=None)
     assert torch.allclose(whole, chunked, atol=1e-5)
     assert pipe.generate("a red circle", n_per_prompt=5, seed=0, **FAST).shape == (5, 3, 32, 32)
+
+
+def test_from_pretrained_on_a_cpu_stores_conv_weights_channels_last_with_the_same_pictures(tmp_path, monkeypatch):
+    parts = tiny_parts(seed=5)
+    weights = tmp_path / "weights"
+    for name, part in zip(("clip", "prior", "decoder", "upsampler"), parts):
+        save_checkpoint(weights / f"shapes_{name}", part, part.config)
+    write_manifest(weights)
+    monkeypatch.setenv("DALLE_MINI_DATA", str(tmp_path))
+
+    def conv_weights(pipe):
+        return [m.weight for part in (pipe.decoder, pipe.upsampler) for m in part.modules()
+                if isinstance(m, torch.nn.Conv2d)]
+
+    fast = UnCLIP.from_pretrained("shapes", device="cpu")
+    plain = UnCLIP.from_pretrained("shapes", device="cpu", channels_last=False)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(fast))
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                   for w in conv_weights(plain))
+    a = fast.generate("a red circle", seed=3, **FAST)
+    b = plain.generate("a red circle", seed=3, **FAST)
+    assert torch.allclose(a, b, atol=1e-3)  # the same pictures to about 1e-4 (summation order differs)
+    # a channels-last pipeline saves ordinary files that load back to the same pictures
+    again = UnCLIP.from_pretrained(fast.save_pretrained(tmp_path / "saved"), device="cpu")
+    assert torch.allclose(again.generate("a red circle", seed=3, **FAST), a, atol=1e-6)
+    with pytest.raises(TypeError, match="channels_last"):
+        UnCLIP.from_pretrained("shapes", device="cpu", channels_last="yes")
