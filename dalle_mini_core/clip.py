@@ -745,7 +745,7 @@ class CLIPRecipe:
     weight_decay: float = 0.05  # AdamW decay on matrices
 
 
-# Measured with seed 0 (notebook 06 and the CLIP report): shapes "cpu" (1,200 × 128) reaches
+# Measured with seed 0, one thread (the README's results table; notebook 06 loads the shipped CLIP): shapes "cpu" (1,200 × 128) reaches
 # 97.8% text→image top-1 among 100 test scenes on a CPU (97.6% when the same recipe ran on a
 # GPU); 2,400 steps gave 98.4%. On a GPU the NumPy scene renderer (about 1,150 scenes/s) sets
 # the pace, so bigger batches buy little. emoji: the train split is learnt by heart within
