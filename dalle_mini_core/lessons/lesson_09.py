@@ -41,7 +41,7 @@ def upsampler_input(x_t: torch.Tensor, low_res: torch.Tensor) -> torch.Tensor:
 # --- 2. find the bug: a blur at the wrong resolution --------------------------------------------
 
 def buggy_blur_then_upsample(low_res: torch.Tensor, sigma: torch.Tensor, size: int) -> torch.Tensor:
-    """The notebook's broken corruption: σ is given in LOW-RES pixels, as in the shipped config."""
+    """The notebook's broken corruption (σ is meant in the decoder's, low-res, pixels)."""
     up = _bilinear(low_res, size)
     return gaussian_blur(up, sigma)
 
