@@ -174,8 +174,10 @@ class FourierPosition2d(nn.Module):
     """A 2-D positional embedding: Fourier features of the pixel centre (y, x) → Linear → C channels.
 
     With y, x ∈ (−1, 1) and k = 1..F, the features are [sin πky, cos πky, sin πkx, cos πkx]
-    (4F of them, as in NeRF's positional encoding, Mildenhall et al. 2020, Eq. 4); a learned
-    linear map turns them into the C channels of a feature map. Works at any resolution.
+    (4F of them). This is in the spirit of NeRF's positional encoding (Mildenhall et al. 2020, §5.1,
+    Eq. 4) but not the same: NeRF uses frequencies 2^k·π for k = 0..L−1 (octaves), this module
+    linearly spaced ones, k·π for k = 1..F. A learned linear map turns them into the C channels of a
+    feature map. Works at any resolution.
     """
 
     def __init__(self, channels: int, num_frequencies: int = 8) -> None:

@@ -6,7 +6,7 @@ Four exercises, easiest first:
 2. ``08.drop_to_null`` (implement): classifier-free guidance's condition dropout.
 3. ``08.batched_guidance`` (find the bug): guidance computed on one doubled batch, halves swapped.
 4. ``08.guidance_match`` (predict, then measure): the decoded pictures' match to their source at
-   guidance 0, 3 and 8.
+   guidance 0, 3 and 8 (the verdict also describes the measured diversity when it is passed in).
 
 Notebook 08 shows none of these references; its check cells name the exercise only.
 """
@@ -185,28 +185,59 @@ def _change(p_from: float, p_to: float, n: int) -> str:
     return "same"
 
 
+def _diversity_sentence(diversity) -> str:
+    """What the measured diversity (RMS distance between two samples of one embedding, by scale) shows."""
+    d = {float(k): float(v) for k, v in dict(diversity).items()}
+    if not {0.0, 3.0, 8.0} <= set(d) or any(not math.isfinite(v) or v < 0 for v in d.values()):
+        raise ValueError("diversity must map the guidance scales 0, 3 and 8 (and optionally 1) to non-negative distances")
+    listed = ", ".join(f"{d[s]:.3f} at {s:g}" for s in sorted(d))
+    text = f" Diversity (the RMS pixel distance between two samples of one embedding): {listed}."
+    total = d[0.0] - d[8.0]
+    if 1.0 in d and d[1.0] <= d[0.0] and total > 0.1 * d[0.0]:
+        text += (f" Of the drop from guidance 0 to 8, {(d[0.0] - d[1.0]) / total:.0%} already happened between 0 and 1, "
+                 "that is, between ignoring the embedding and using it plainly, before any guidance above 1.")
+    rel = (d[8.0] - d[3.0]) / d[3.0] if d[3.0] > 0 else 0.0
+    if abs(rel) < 0.1:
+        text += (f" From 3 to 8 it changed by {100 * rel:+.1f}%: here more guidance did not make the samples of one embedding "
+                 "noticeably more alike either.")
+    elif rel < 0:
+        text += f" From 3 to 8 it fell by {-rel:.0%}: more guidance made the samples of one embedding more alike."
+    else:
+        text += f" From 3 to 8 it rose by {rel:.0%}: the samples of one embedding became less alike."
+    return text
+
+
 def judge_guidance_match(measured) -> tuple[str, str]:
-    """measured = (share right at guidance 0, at 3, at 8, pictures per scale)."""
-    p0, p3, p8, n = measured
+    """measured = (share right at guidance 0, at 3, at 8, pictures per scale[, diversity]).
+
+    The optional fifth item maps guidance scales (0, 3, 8, optionally 1) to the measured diversity,
+    the RMS pixel distance between two samples of one embedding; the verdict then describes it.
+    Every sentence of the verdict is built from the values passed in.
+    """
+    if len(measured) not in (4, 5):
+        raise ValueError("pass (share at 0, share at 3, share at 8, pictures per scale[, diversity by scale])")
+    p0, p3, p8, n = measured[:4]
     p0, p3, p8 = float(p0), float(p3), float(p8)
     if not (isinstance(n, int) and n > 0) or not all(0.0 <= p <= 1.0 for p in (p0, p3, p8)):
         raise ValueError("pass (share at 0, share at 3, share at 8, pictures per scale) with shares in [0, 1]")
+    div = _diversity_sentence(measured[4]) if len(measured) == 5 and measured[4] is not None else ""
     numbers = (f"Measured on {n} pictures per scale: {p0:.0%} at guidance 0, {p3:.0%} at 3, {p8:.0%} at 8 "
                f"(a change counts only when it is at least two pictures and two standard errors).")
     first, second = _change(p0, p3, n), _change(p3, p8, n)
     if first != "up":
-        return "d", (numbers + " With this few pictures (or this few sampling steps) guidance made no clear "
-                     "difference; run the measurement in cpu mode for a real answer.")
+        return "d", (numbers + f" Guidance 3 did not beat guidance 0 by that margin here. With {n} pictures per scale "
+                     "this can mean too few pictures (or sampling steps) to tell, or a decoder that has not learned to "
+                     "use its embedding; a larger measurement separates the two." + div)
     if second == "up":
-        return "a", (numbers + " Guidance 3 had not yet made every attribute right here, so pushing further "
-                     "still bought fidelity.")
+        return "a", (numbers + f" At 3, {1 - p3:.0%} of the pictures still missed an attribute, and 8 recovered part of "
+                     "that by more than the noise: pushing further still bought fidelity." + div)
     if second == "down":
-        return "c", (numbers + " Past a point, guidance over-shoots: x̂₀ is pushed beyond the data (saturated "
-                     "colours, hard edges, stray blobs) and the reader misreads the picture.")
-    return "b", (numbers + " Guidance 0 ignores the embedding (the unconditional model draws any scene). From 3 "
-                 f"to 8 the change is within the noise of {n} pictures per scale: once the pictures show the "
-                 "embedding's attributes, more guidance adds no fidelity; what it still changes is diversity "
-                 "(the samples of one embedding become more alike).")
+        return "c", (numbers + f" From {p3:.0%} at 3 to {p8:.0%} at 8 is a drop beyond the noise. Look at the guidance-8 "
+                     "row of the picture grid to see what the reader misread; one possible cause, which this "
+                     "measurement does not test, is that a large scale pushes x̂₀ beyond the range of real pictures." + div)
+    return "b", (numbers + f" Guidance 0 ignores the embedding ({p0:.0%} right). From 3 to 8 the change, "
+                 f"{p3:.0%} → {p8:.0%}, is within the noise of {n} pictures per scale: once the pictures show the "
+                 "embedding's attributes, more guidance adds no measurable fidelity." + div)
 
 
 register(Exercise(
@@ -216,5 +247,7 @@ register(Exercise(
     options=GUIDANCE_OPTIONS, judge=judge_guidance_match,
     wrong=(("more is always better", ("a", (0.0, 1.0, 1.0, 12))),
            ("guidance hardly matters", ("d", (0.0, 0.92, 1.0, 12))),
-           ("over-guidance must break it", ("c", (0.0, 1.0, 0.92, 12)))),
+           ("over-guidance must break it", ("c", (0.0, 1.0, 0.92, 12))),
+           ("over-guidance must break it (with diversity)",
+            ("c", (0.0, 0.92, 0.75, 12, {0.0: 0.399, 1.0: 0.088, 3.0: 0.067, 8.0: 0.066})))),
 ))
