@@ -232,7 +232,8 @@ def judge_x0_error(measured) -> tuple[str, str]:
            f"{factor[ts[-1]]:.3g} at t = {ts[-1]} on the cosine schedule.")
     if letter == "b":
         why += (" A small ε-loss at large t is still a large error in the picture: there most of the image must be "
-                "invented, the 'harder' task of Ho et al. (§3.4) that L_simple does not down-weight.")
+                "invented — the harder denoising task that Ho et al. (§3.4) want L_simple to give more of the "
+                "network's effort.")
     return letter, why
 
 
