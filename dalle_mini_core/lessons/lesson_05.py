@@ -1,8 +1,10 @@
 """Lesson 05 (sampling): exercise references, cases and plausible wrong answers.
 
-Five exercises, easiest first: classifier-free guidance in Ho & Salimans' form (implement), what
-x̂₀ clipping is worth (predict, then measure), one DDIM step with η (implement), fresh noise at five
-steps (predict, then measure) and a DDIM inversion that goes nowhere (find the bug).
+Five exercises, easiest first: Imagen's dynamic thresholding of x̂₀ (implement), what the x̂₀ clip
+is worth once the top level stops at t = 950 (predict, then measure), one DDIM step with η
+(implement), fresh noise at five steps (predict, then measure) and a DDIM inversion that goes
+nowhere (find the bug). `toy_conditional_model` is the stand-in conditional denoiser the solutions
+use to show classifier-free guidance.
 """
 from __future__ import annotations
 
@@ -11,14 +13,53 @@ import math
 import torch
 
 from dalle_mini_core.exercises import Exercise, exercise, register
-from dalle_mini_core.sampling import ddim_invert, guided
+from dalle_mini_core.sampling import ddim_invert
 from dalle_mini_core.schedule import NoiseSchedule
 
+_COSINE_ABAR = NoiseSchedule.make("cosine", 1000).alphas_cumprod  # the schedule every model here is trained on
+
 # ------------------------------------------------------------------------------------------------
-# 1. Implement: classifier-free guidance, Ho & Salimans' form
+# 1. Implement: dynamic thresholding of x̂₀ (Saharia et al. 2022, Imagen, §2.3)
 # ------------------------------------------------------------------------------------------------
 
 
+def _threshold_cases():
+    g = torch.Generator().manual_seed(5)
+    base = torch.randn(3, 3, 4, 4, generator=g)
+    scaled = base * torch.tensor([0.3, 2.0, 6.0]).view(-1, 1, 1, 1)  # inside the range, a little out, far out
+    mixed = torch.randn(2, 3, 8, 8, generator=g) * torch.tensor([1.5, 0.5]).view(-1, 1, 1, 1)
+    return [(scaled, 0.995), (scaled, 0.9), (mixed, 0.99), (scaled[1:2], 1.0)]
+
+
+def _one_s_for_the_batch(x0, p):
+    s = torch.quantile(x0.abs().flatten(), p).clamp(min=1.0)
+    return x0.clamp(-s, s) / s
+
+
+def _no_floor_at_one(x0, p):  # stretches images that were already inside [−1, 1]
+    s = torch.quantile(x0.abs().flatten(1), p, dim=1).view(-1, 1, 1, 1)
+    return x0.clamp(-s, s) / s
+
+
+def _clip_without_rescale(x0, p):
+    s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1.0).view(-1, 1, 1, 1)
+    return torch.maximum(torch.minimum(x0, s), -s)
+
+
+@exercise("05.dynamic_threshold", "implement", "dynamic_threshold",
+          hint="one s per image: the p-quantile of |x̂₀| over that image's entries (torch.quantile on x0.abs() "
+               "flattened from dim 1), floored at 1 so that an image inside [−1, 1] is left alone; then clip to "
+               "[−s, s] AND divide by s, which brings the result back into [−1, 1]",
+          cases=_threshold_cases, atol=1e-6,
+          wrong=(("one s for the whole batch", _one_s_for_the_batch),
+                 ("s not floored at 1", _no_floor_at_one),
+                 ("clipped to [−s, s] but not divided by s", _clip_without_rescale)))
+def dynamic_threshold(x0: torch.Tensor, p: float) -> torch.Tensor:
+    s = torch.quantile(x0.abs().flatten(1), p, dim=1).clamp(min=1.0).view(-1, *([1] * (x0.dim() - 1)))
+    return x0.clamp(-s, s) / s
+
+
+# A stand-in conditional denoiser for showing classifier-free guidance (the solutions use it)
 class ToyConditionalModel:
     """A stand-in for a conditional denoiser ε_θ(x_t, t, c): any fixed function of its inputs will do."""
 
@@ -32,49 +73,12 @@ class ToyConditionalModel:
 toy_conditional_model = ToyConditionalModel()
 
 
-def _guidance_cases():
-    g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, 3, 4, 4, generator=g)
-    t = torch.tensor([10, 700])
-    cond, null = torch.randn(2, 3, 1, 1, generator=g), torch.zeros(2, 3, 1, 1)
-    return [(toy_conditional_model, x, t, cond, null, 0.0),
-            (toy_conditional_model, x, t, cond, null, 2.0),
-            (toy_conditional_model, x[:1], t[:1], cond[:1], torch.randn(1, 3, 1, 1, generator=g), 7.5)]
-
-
-def _glide_with_s_equal_w(model, x_t, t, cond, null, w):  # GLIDE's form, but with s = w
-    e_c, e_u = model(x_t, t, cond), model(x_t, t, null)
-    return e_u + w * (e_c - e_u)
-
-
-def _roles_swapped(model, x_t, t, cond, null, w):
-    e_c, e_u = model(x_t, t, cond), model(x_t, t, null)
-    return (1 + w) * e_u - w * e_c
-
-
-def _weights_not_summing_to_one(model, x_t, t, cond, null, w):
-    e_c, e_u = model(x_t, t, cond), model(x_t, t, null)
-    return w * e_c - w * e_u
-
-
-@exercise("05.guidance", "implement", "guided_eps",
-          hint="Ho & Salimans' w = 0 must give the conditional model's ε exactly, and the two weights (1 + w) "
-               "and −w add up to 1. GLIDE's ε_u + s·(ε_c − ε_u) is the same rule with s = 1 + w, not s = w",
-          cases=_guidance_cases,
-          wrong=(("GLIDE's form with s = w", _glide_with_s_equal_w),
-                 ("conditional and unconditional swapped", _roles_swapped),
-                 ("w·(ε_c − ε_u): the weights do not add up to 1", _weights_not_summing_to_one)))
-def guided_eps(model, x_t: torch.Tensor, t: torch.Tensor, cond: torch.Tensor, null: torch.Tensor, w: float):
-    # the package's wrapper takes GLIDE's scale s = 1 + w and runs both halves in one doubled batch
-    return guided(model, 1 + w, {"c": null})(x_t, t, c=cond)
-
-
 # ------------------------------------------------------------------------------------------------
 # 2. Predict, then measure: sampling without x̂₀ clipping
 # ------------------------------------------------------------------------------------------------
 
 NO_CLIP_OPTIONS = {
-    "a": "about as many pictures with one clean shape as with clipping",
+    "a": "about as many pictures with one clean shape as with the clip",
     "b": "fewer, but many pictures still usable",
     "c": "almost none usable: the values run far outside [−1, 1]",
 }
@@ -88,39 +92,49 @@ def _share(value, name: str) -> float:
 
 
 def judge_no_clip(measured) -> tuple[str, str]:
-    """`measured`: {"clipped": share, "unclipped": share, "largest": max |value| without clipping}."""
+    """`measured`: {"top": the highest timestep of the levels, "clipped": share, "unclipped": share,
+    "largest": max |value| without the clip} — DDIM η = 0 from the same x_T, with and without the clip."""
     m = dict(measured)
     clipped, unclipped = _share(m["clipped"], "clipped"), _share(m["unclipped"], "unclipped")
-    largest = float(m["largest"])
-    if unclipped <= 0.1:
+    largest, top = float(m["largest"]), int(m["top"])
+    abar = _COSINE_ABAR
+    if not 0 <= top < len(abar):
+        raise ValueError(f"top must be a timestep of the 1000-step schedule, got {top!r}")
+    if largest > 10 and unclipped <= 0.1:
         letter = "c"
     elif unclipped >= clipped - 0.125:
         letter = "a"
     else:
         letter = "b"
-    abar_999 = float(NoiseSchedule.make("cosine", 1000).alphas_cumprod[999])
-    why = (f"Measured: one clean shape in {clipped:.0%} of the samples with clipping and {unclipped:.0%} without; "
-           f"the largest |value| without clipping was {largest:.3g} (the data lies in [−1, 1]). The first step "
-           f"starts at t = 999, where ᾱ ≈ {abar_999:.1e}: x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by "
-           f"{math.sqrt(abar_999):.1e}, so an ε̂ error of 0.01 becomes an x̂₀ error of about "
-           f"{0.01 / math.sqrt(abar_999):.0f}. ")
+    root, root_999 = math.sqrt(float(abar[top])), math.sqrt(float(abar[-1]))
+    why = (f"Measured on levels up to t = {top}: one clean shape in {clipped:.0%} of the samples with the clip and "
+           f"{unclipped:.0%} without; the largest |value| without the clip was {largest:.3g} (the data lies in "
+           f"[−1, 1]). At t = {top}, ᾱ ≈ {float(abar[top]):.2g}: x̂₀ = (x_t − √(1−ᾱ)·ε̂)/√ᾱ divides by {root:.2g}, so "
+           f"an ε̂ error of 0.01 becomes an x̂₀ error of about {0.01 / root:.2g}. ")
     if letter == "c":
-        why += ("DDIM builds the next state from that x̂₀, and with η = 0 no later step removes it. The clip holds "
-                "x̂₀ in the data range, so the first guess is at worst a saturated colour, which the following "
-                "steps can still correct.")
+        why += ("That is far outside the data range: DDIM builds the next state from that x̂₀, and with η = 0 no "
+                "later step removes it. The clip is what holds the first guesses in the data range.")
+    elif letter == "a":
+        why += (f"With errors magnified that little, the unclipped x̂₀ stayed near the data range (largest "
+                f"{largest:.3g}) and the clip had little left to do. What it guards against is the top level of the "
+                f"full schedule, t = {len(abar) - 1}, where the same division multiplies errors by about "
+                f"{1 / root_999:,.0f} (section 7's inversion up to t = 999).")
     else:
-        why += ("Here the model's first guesses were accurate enough that the division did little harm; with a "
-                "less exact model, or a schedule reaching further up, it would not be.")
+        why += ("Some unclipped x̂₀ left the data range far enough to spoil a picture, not all: the clip still "
+                "mattered at this top level, though less than at t = 999.")
     return letter, why
 
 
 register(Exercise(
     name="05.no_clip", kind="predict", title="sampling without clipping",
-    hint="what does x̂₀ divide by at the first step?",
+    hint="what does x̂₀ divide by at the top level, and how large is that factor at t = 950?",
     options=NO_CLIP_OPTIONS, judge=judge_no_clip,
-    wrong=(("'clipping is a detail'", ("a", {"clipped": 0.31, "unclipped": 0.0, "largest": 14000.0})),
-           ("'a bit more speckle'", ("b", {"clipped": 0.31, "unclipped": 0.0, "largest": 14000.0})),
-           ("'nothing usable' when most survive", ("c", {"clipped": 0.5, "unclipped": 0.44, "largest": 1.3}))),
+    wrong=(("'nothing usable' when the values stay in range", ("c", {"top": 950, "clipped": 0.125, "unclipped": 0.125,
+                                                                       "largest": 1.34})),
+           ("'a bit more speckle' when nothing changed", ("b", {"top": 950, "clipped": 0.125, "unclipped": 0.125,
+                                                                 "largest": 1.34})),
+           ("'clipping is a detail' when it blows up", ("a", {"top": 999, "clipped": 0.31, "unclipped": 0.0,
+                                                                "largest": 9700.0}))),
 ))
 
 
@@ -192,7 +206,7 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, abar_t: torch.Tensor, abar_p
 # ------------------------------------------------------------------------------------------------
 
 FEW_STEPS_OPTIONS = {
-    "a": "about as many pictures with one clean shape as at 10 levels (within 2 in 16)",
+    "a": "about as many pictures with one clean shape as at 10 levels (within an eighth of the samples)",
     "b": "clearly fewer pictures with one clean shape than at 10 levels",
     "c": "more pictures with one clean shape than at 10 levels (fewer steps add less noise)",
 }
