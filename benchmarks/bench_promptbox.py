@@ -3,10 +3,12 @@
     python benchmarks/bench_promptbox.py [--threads N] [--repeats 5] [--json FILE]
 
 One update = `promptbox.draw_prompt`: 4 pictures of one prompt through the shipped pipeline and
-the figure (what a press of Draw costs, less the browser). Two settings, interleaved, after one
-warm-up each, medians of `repeats`: the box's `FAST_STEPS` and the steps the earlier `interact`
-widget used (prior 32, decoder 25, upsampler 10), which a student measured at about 7 s per
-update in a browser on a quiet 2-core CPU. The ratio is what carries across machines and loads.
+the figure (what a press of Draw costs, less the browser). Three settings, interleaved, after one
+warm-up each, medians of `repeats`: the box's `FAST_STEPS`, the generation defaults' step counts,
+and the steps the earlier `interact` widget used (prior 32, decoder 25, upsampler 10), which a
+student measured at about 7 s per update in a browser on a quiet 2-core CPU. The ratio (box /
+earlier widget) is what carries across machines and loads; CPU seconds are recorded beside wall
+seconds.
 """
 from __future__ import annotations
 
@@ -42,7 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     pipe = UnCLIP.from_pretrained("shapes")
-    settings = {"prompt box (FAST_STEPS)": FAST_STEPS, "before (prior 32, decoder 25, upsampler 10)": BEFORE}
+    from dalle_mini_core.defaults import GENERATE_DEFAULTS
+
+    defaults = {k: GENERATE_DEFAULTS[k] for k in FAST_STEPS}
+    settings = {"prompt box (FAST_STEPS)": FAST_STEPS,
+                f"generation defaults ({', '.join(f'{k} {v}' for k, v in defaults.items())})": defaults,
+                "before (prior 32, decoder 25, upsampler 10)": BEFORE}
     load = os.getloadavg()[0]
     times: dict[str, list[float]] = {k: [] for k in settings}
     cpu: dict[str, list[float]] = {k: [] for k in settings}  # this process's CPU seconds: survives a loaded machine
@@ -60,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"machine": machine_description(), "threads": torch.get_num_threads(), "cpus": os.cpu_count(),
            "load_average_start": round(load, 2), "load_average_end": round(os.getloadavg()[0], 2),
            "repeats": args.repeats, "seconds_per_update": med, "cpu_seconds_per_update": med_cpu,
-           "ratio": med[labels[0]] / med[labels[1]], "all": times, "all_cpu": cpu}
+           "ratio": med[labels[0]] / med[labels[-1]], "all": times, "all_cpu": cpu}
     for label, s in med.items():
         print(f"{label:46s} {s:6.2f} s per update, {med_cpu[label]:6.2f} CPU s (medians of {args.repeats})")
     print(f"ratio {out['ratio']:.2f}; {out['threads']} threads on {out['cpus']} cores, load average "
