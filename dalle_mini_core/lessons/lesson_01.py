@@ -142,12 +142,13 @@ def _judge_reader_noise(measured) -> tuple[str, str]:
         raise ValueError(f"expected the share of scenes read right, between 0 and 1, got {share}")
     letter = next(k for k, lo, hi in _READER_BANDS if lo <= share < hi)
     why = (f"Measured: {share:.0%} of the one-object scenes were read fully right at noise 0.3 "
-           f"(100% at the default 0.06). ")
+           f"(section 4 measured the default, 0.06). ")
     if share < 0.9:
         why += ("The reader calls a pixel foreground when its colour is more than 0.5 from the background; with "
-                "noise of standard deviation 0.3 in each of three channels, plenty of background pixels cross "
-                "that line by chance and specks of noise join or split the object, so the count and the fitted "
-                "shape go wrong before the colour does. Look at the failure breakdown the measurement cell prints.")
+                "noise of standard deviation 0.3 in each of three channels, many background pixels cross that "
+                "line by chance. Clumps of them become extra objects, or join the object and change its outline, "
+                "so the count and the fitted shape go wrong first; the colour, a median over the object's most "
+                "contrasted pixels, survives. The measurement cell prints the breakdown.")
     else:
         why += "The reader's threshold and plane fit absorb even this much noise on these scenes."
     return letter, why
