@@ -142,7 +142,7 @@ def _judge_reader_noise(measured) -> tuple[str, str]:
         raise ValueError(f"expected the share of scenes read right, between 0 and 1, got {share}")
     letter = next(k for k, lo, hi in _READER_BANDS if lo <= share < hi)
     why = (f"Measured: {share:.0%} of the one-object scenes were read fully right at noise 0.3 "
-           f"(section 4 measured the default, 0.06). ")
+           f"(section 4 measured it at the default, 0.06, for comparison). ")
     if share < 0.9:
         why += ("The reader calls a pixel foreground when its colour is more than 0.5 from the background; with "
                 "noise of standard deviation 0.3 in each of three channels, many background pixels cross that "
