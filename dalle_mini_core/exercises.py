@@ -18,7 +18,7 @@ A wrong answer does not raise: every check in a cell runs and reports. `check_al
 checks and ends with a summary line (``2 of 3 passed, 1 not attempted yet``).
 
 **Named exercises.** The course's exercises are registered by name (``"02.posterior_variance"``:
-lesson number, a dot, a short name) in ``dalle_mini_core/lessons/lesson_NN.py``, each with its
+lesson number, a dot, a short name) in ``dalle_mini_core/lessons/lesson_<NN>.py``, each with its
 reference, its seeded cases, a hint and the plausible wrong answers the test suite feeds it. A
 notebook's check cell then shows no reference at all::
 
