@@ -124,8 +124,9 @@ def _compare_tensors(got: torch.Tensor, want: torch.Tensor, atol: float, rtol: f
     err = torch.where(torch.isnan(err), torch.full_like(err, math.inf), err)
     off = (err > atol + rtol * w.abs()).sum().item()
     if g.numel() <= SMALL:
-        got_s = ", ".join(_fmt_number(v) for v in g.flatten().tolist())
-        want_s = ", ".join(_fmt_number(v) for v in w.flatten().tolist())
+        # the original tensors' values, so integer ids print as whole numbers (49406, not 4.941e+04)
+        got_s = ", ".join(_fmt_number(v) for v in got.detach().cpu().flatten().tolist())
+        want_s = ", ".join(_fmt_number(v) for v in want.detach().cpu().flatten().tolist())
         msg = f"returned [{got_s}], expected [{want_s}]"
     else:
         flat = int(err.flatten().argmax())
