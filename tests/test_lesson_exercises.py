@@ -58,3 +58,28 @@ def test_prediction_not_made_yet_is_not_attempted_and_bad_option_is_explained(ex
     assert check_prediction(ex.name, None, measured, quiet=True).status == "not attempted"
     bad = check_prediction(ex.name, "zz", measured, quiet=True)
     assert bad.status == "error" and "not one of the options" in bad.message
+
+
+def _named_in(path):
+    import json
+    import re
+
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    code = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return set(re.findall(r"check_(?:exercise|prediction)\(\s*[\"'](\d\d\.\w+)[\"']", code))
+
+
+@pytest.mark.parametrize("lesson", LESSONS)
+def test_every_registered_exercise_is_checked_in_its_notebook_and_solved_in_its_solutions(lesson):
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent / "notebooks"
+    registered = {ex.name for ex in lesson_exercises(lesson)}
+    (notebook,) = root.glob(f"{lesson}_*.ipynb")
+    named = _named_in(notebook)
+    assert registered <= named, f"{notebook.name} never checks {sorted(registered - named)}"
+    assert named <= registered, f"{notebook.name} checks unregistered exercises {sorted(named - registered)}"
+    solutions = root / "solutions" / f"{lesson}_solutions.ipynb"
+    if solutions.exists():
+        solved = _named_in(solutions)
+        assert registered <= solved, f"{solutions.name} does not solve {sorted(registered - solved)}"
