@@ -2,7 +2,7 @@
 
 Five exercises, easiest first: the U-Net's input (implement), a blur corruption applied at the
 wrong resolution (find the bug), noise augmentation of the conditioning image (implement), the
-RMSE of the samples' mean against the samples' mean RMSE (implement), and a prediction: does the
+RMSE of the samples' mean against the samples' mean RMSE, per image (implement), and a prediction: does the
 shipped upsampler beat bilinear interpolation on RMSE?
 """
 from __future__ import annotations
@@ -105,16 +105,18 @@ def noise_augment(up_z: torch.Tensor, s: torch.Tensor, eps: torch.Tensor, alphas
     return a.sqrt() * up_z + (1 - a).sqrt() * eps
 
 
-# --- 4. implement: RMSE of the mean against the mean RMSE ---------------------------------------
+# --- 4. implement: RMSE of the mean against the mean RMSE, per image ---------------------------
 
-def _rmse(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    return ((x - truth) ** 2).mean().sqrt()
+def _rmse_per_image(x: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:  # (..., N, C, H, W) → (..., N)
+    return ((x - truth) ** 2).mean(dim=(-3, -2, -1)).sqrt()
 
 
 def _rmse_cases():
     g = torch.Generator().manual_seed(0)
     return [(torch.randn(3, 2, 3, 4, 4, generator=g), torch.randn(2, 3, 4, 4, generator=g)),
-            (torch.randn(5, 1, 3, 8, 8, generator=g), torch.zeros(1, 3, 8, 8))]
+            (torch.randn(5, 1, 3, 8, 8, generator=g), torch.zeros(1, 3, 8, 8)),
+            (torch.randn(2, 4, 3, 4, 4, generator=g) * torch.arange(1.0, 5.0).view(1, 4, 1, 1, 1),
+             torch.randn(4, 3, 4, 4, generator=g))]
 
 
 def _rmse_swapped(samples, truth):
@@ -123,23 +125,30 @@ def _rmse_swapped(samples, truth):
 
 
 def _rmse_mse_not_root(samples, truth):  # forgets the square root
-    return (((samples.mean(0) - truth) ** 2).mean().item(),
-            torch.stack([((s - truth) ** 2).mean() for s in samples]).mean().item())
+    return (((samples.mean(0) - truth) ** 2).mean(dim=(-3, -2, -1)),
+            ((samples - truth) ** 2).mean(dim=(-3, -2, -1)).mean(0))
 
 
 def _rmse_pooled(samples, truth):  # one RMSE over every sample's pixels at once, not a mean of per-sample RMSEs
-    return _rmse(samples.mean(0), truth).item(), _rmse(samples, truth[None]).item()
+    return _rmse_per_image(samples.mean(0), truth), ((samples - truth) ** 2).mean(dim=(0, -3, -2, -1)).sqrt()
+
+
+def _rmse_whole_batch(samples, truth):  # one number over all images instead of one per image
+    m = ((samples.mean(0) - truth) ** 2).mean().sqrt()
+    per = torch.stack([((s - truth) ** 2).mean().sqrt() for s in samples]).mean()
+    return m.expand(truth.shape[0]).clone(), per.expand(truth.shape[0]).clone()
 
 
 @exercise("09.rmse_of_mean", "implement", "rmse_of_mean",
-          hint="first item: average the K samples into one picture, then take its RMSE; second item: one RMSE per "
-               "sample (root of the mean square over all its pixels), then average those K numbers",
+          hint="work per image n: first item, average image n's K samples into one picture and take the RMSE over its "
+               "C·H·W pixels; second item, take one RMSE per sample of image n, then average those K numbers",
           cases=_rmse_cases,
           wrong=(("the two items swapped", _rmse_swapped),
                  ("mean square, no root", _rmse_mse_not_root),
-                 ("one pooled RMSE instead of a mean of RMSEs", _rmse_pooled)))
-def rmse_of_mean(samples: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
-    return _rmse(samples.mean(0), truth).item(), torch.stack([_rmse(s, truth) for s in samples]).mean().item()
+                 ("one pooled RMSE instead of a mean of RMSEs", _rmse_pooled),
+                 ("one number for the whole batch", _rmse_whole_batch)))
+def rmse_of_mean(samples: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _rmse_per_image(samples.mean(0), truth), _rmse_per_image(samples, truth).mean(0)
 
 
 # --- 5. predict, then measure: the upsampler against bilinear on RMSE ---------------------------
@@ -152,18 +161,23 @@ RMSE_OPTIONS = {
 
 
 def judge_rmse(measured) -> tuple[str, str]:
-    """`measured` = (RMSE of bilinear, RMSE of one upsampler sample), both against the true 64×64 pictures."""
+    """`measured` = (RMSE of bilinear, RMSE of one upsampler sample[, RMSE between two upsampler samples of the same
+    inputs]), all against the true 64×64 pictures except the last."""
     bil, ups = float(measured[0]), float(measured[1])
+    between = float(measured[2]) if len(measured) > 2 else None
     facts = f"Measured on clean downsampled pictures: bilinear RMSE {bil:.3f}, one upsampler sample {ups:.3f}."
+    if between is not None:
+        facts += f" Two upsampler samples of the same inputs differ from each other by RMSE {between:.3f}."
     if abs(bil - ups) < 0.005:
-        return "c", facts + " A tie: the sample's sharper edges and the errors it invents cancel on this measure."
+        return "c", facts + " A tie on this measure: the sample's sharper edges and the errors it invents cancel."
     if ups < bil:
-        return "b", (facts + " On clean shapes the 32×32 picture decides almost everything (where each edge falls, "
-                     "every colour), so the upsampler's samples barely differ from one another: it commits to nearly the "
-                     "right picture, while bilinear is soft at EVERY edge. RMSE favours blur only where the low-res "
-                     "picture leaves much open and samples disagree.")
+        why = (" The samples differ from each other less than bilinear differs from the truth: on these inputs the 32×32 "
+               "picture decides most of the 64×64 one, so a sample commits to nearly the right picture, while bilinear "
+               "is soft at every edge." if between is not None and between < bil else
+               " Bilinear is soft at every edge; the sample's edges are sharp and mostly in the right place.")
+        return "b", facts + why + " RMSE favours blur only where the low-res picture leaves much open and samples disagree."
     return "a", (facts + " Bilinear wins: the upsampler's samples disagree with the truth where the low-res picture leaves "
-                 "detail open, and RMSE punishes any detail that is not exactly right more than it punishes blur.")
+                 "detail open, and RMSE punishes detail that is not exactly right more than it punishes blur.")
 
 
 register(Exercise(
