@@ -12,21 +12,26 @@ from dalle_mini_core.schedule import NoiseSchedule, cosine_betas, linear_betas
 
 
 def _alphas_cumprod_cases():
-    return [(torch.tensor([0.5, 0.2], dtype=torch.float64),), (linear_betas(10),), (cosine_betas(50),)]
+    return [(torch.tensor([0.5, 0.2], dtype=torch.float64),), (linear_betas(10),), (cosine_betas(50),),
+            (torch.stack([linear_betas(10), cosine_betas(10), linear_betas(10, 1e-3, 0.05)]),)]
 
 
 def _off_by_one(betas):  # ᾱ_t = ∏_{s<t}: the product stops one step early
-    return torch.cat([torch.ones(1, dtype=betas.dtype), torch.cumprod(1 - betas, 0)[:-1]])
+    start = torch.ones_like(betas[..., :1])
+    return torch.cat([start, torch.cumprod(1 - betas, dim=-1)[..., :-1]], dim=-1)
 
 
 @exercise("02.alphas_cumprod", "find the bug", "ᾱ from betas",
           hint="ᾱ_t is a running product of (1 − β_s) for s = 0 … t, the step t included: code index 0 is paper "
-               "step 1, which already adds noise, so ᾱ at code index 0 is 1 − β_0, not 1",
+               "step 1, which already adds noise, so ᾱ at code index 0 is 1 − β_0, not 1; and the product runs "
+               "along the last axis (one schedule per row), never across schedules",
           cases=_alphas_cumprod_cases, buggy=_off_by_one,
           wrong=(("product of the betas, not of 1 − β", lambda b: torch.cumprod(b, 0)),
-                 ("the running sum of the betas subtracted from 1", lambda b: 1 - torch.cumsum(b, 0))))
+                 ("the running sum of the betas subtracted from 1", lambda b: 1 - torch.cumsum(b, 0)),
+                 ("the product along the first axis, across schedules", lambda b: torch.cumprod(1 - b, dim=0))))
 def alphas_cumprod(betas: torch.Tensor) -> torch.Tensor:
-    return NoiseSchedule(betas).alphas_cumprod.to(betas.dtype)
+    rows = betas.reshape(-1, betas.shape[-1])  # one schedule per row; the package's NoiseSchedule takes one at a time
+    return torch.stack([NoiseSchedule(b).alphas_cumprod.to(betas.dtype) for b in rows]).reshape(betas.shape)
 
 
 # ------------------------------------------------------------------------------------------------

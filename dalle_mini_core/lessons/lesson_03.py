@@ -108,22 +108,31 @@ def group_norm(x: torch.Tensor, groups: int) -> torch.Tensor:
 
 
 def _resblock_cases():
-    return [(64, 64, 256), (64, 128, 256), (192, 64, 128)]
+    return [(64, 64, 256, 3), (64, 128, 256, 3), (192, 64, 128, 3), (64, 96, 128, 1), (32, 48, 64, 5)]
 
 
-def _one_times_cout(cin, cout, emb):  # the scale-shift Linear sized for the scale only
-    return 2 * cin + 2 * cout + (9 * cin * cout + cout) + (9 * cout * cout + cout) + (emb * cout + cout) + \
-        ((cin * cout + cout) if cin != cout else 0)
+def _formula(cin, cout, emb, k, *, scale_shift=2, skip=None, norms=True):
+    total = (2 * cin + 2 * cout if norms else 0) + (k * k * cin * cout + cout) + (k * k * cout * cout + cout) + \
+        (emb * scale_shift * cout + scale_shift * cout)
+    if (cin != cout) if skip is None else skip:
+        total += cin * cout + cout
+    return total
 
 
-def _always_skip(cin, cout, emb):
-    return 2 * cin + 2 * cout + (9 * cin * cout + cout) + (9 * cout * cout + cout) + (emb * 2 * cout + 2 * cout) + \
-        (cin * cout + cout)
+def _one_times_cout(cin, cout, emb, k):  # the scale-shift Linear sized for the scale only
+    return _formula(cin, cout, emb, k, scale_shift=1)
 
 
-def _no_norms(cin, cout, emb):
-    return (9 * cin * cout + cout) + (9 * cout * cout + cout) + (emb * 2 * cout + 2 * cout) + \
-        ((cin * cout + cout) if cin != cout else 0)
+def _always_skip(cin, cout, emb, k):
+    return _formula(cin, cout, emb, k, skip=True)
+
+
+def _no_norms(cin, cout, emb, k):
+    return _formula(cin, cout, emb, k, norms=False)
+
+
+def _fixed_3x3(cin, cout, emb, k):  # ignores k: always 3×3 convolutions
+    return _formula(cin, cout, emb, 3)
 
 
 @exercise("03.resblock_params", "implement", "ResBlock parameters",
@@ -133,9 +142,15 @@ def _no_norms(cin, cout, emb):
           cases=_resblock_cases,
           wrong=(("scale-shift Linear without the 2×", _one_times_cout),
                  ("a 1×1 skip even when cin == cout", _always_skip),
-                 ("GroupNorms not counted", _no_norms)))
-def resblock_params(cin: int, cout: int, emb: int) -> int:
-    return sum(p.numel() for p in ResBlock(cin, cout, emb, dropout=0.0, num_groups=8).parameters())
+                 ("GroupNorms not counted", _no_norms),
+                 ("3×3 whatever k is", _fixed_3x3)))
+def resblock_params(cin: int, cout: int, emb: int, k: int) -> int:
+    total = _formula(cin, cout, emb, k)
+    if k == 3:  # the package's ResBlock is the 3×3 case: the formula must agree with it
+        built = sum(p.numel() for p in ResBlock(cin, cout, emb, dropout=0.0, num_groups=8).parameters())
+        if built != total:
+            raise AssertionError(f"formula {total} != ResBlock's {built} parameters for {(cin, cout, emb)}")
+    return total
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,6 +181,6 @@ register(Exercise(
              "c": "about eight times as many (6× or more)",
              "d": "hardly more (under 1.5×)"},
     judge=_judge_double_channels,
-    wrong=(("twice the channels, twice the parameters", ("a", (1_744_035, 6_949_187))),
-           ("a cube law", ("c", (1_744_035, 6_949_187)))),
+    wrong=(("twice the channels, twice the parameters", ("a", (6_949_187, 27_742_851))),
+           ("a cube law", ("c", (6_949_187, 27_742_851)))),
 ))
