@@ -133,8 +133,8 @@ def slerp_noise(a: torch.Tensor, b: torch.Tensor, theta: float) -> torch.Tensor:
 # --- 4. predict, then measure: the interpolation's middle frames -------------------------------
 
 MIDPOINT_OPTIONS = {
-    "a": "something in between: an object in a cell other than the two ends' (the centre, say) or in a colour "
-         "other than red and blue (purple, say)",
+    "a": "something in between: an object in a cell other than the two ends' (the centre, say), in a colour other "
+         "than red and blue (purple, say) or of another shape (a triangle)",
     "b": "one object at a time, always red or blue, always a circle or a square, always at the left or the right: it "
          "jumps instead of gliding (a mix of the ends' attributes, like a blue circle at the right, counts here)",
     "c": "both objects at once, a double exposure of the two ends",
@@ -167,9 +167,11 @@ def judge_midpoint(measured) -> tuple[str, str]:
     if any(len(f) == 0 for f in frames):
         return "d", facts + (" Some frame has nothing the reader can name: between two embeddings the decoder met "
                              "a vector unlike its training data (or, in smoke mode, nothing is trained).")
-    if any(pos not in ("left", "right") or colour not in ("red", "blue") for f in frames for colour, _, pos in f):
-        return "a", facts + (" Something in between appeared: a colour other than red and blue or a cell other than "
-                             "the left and the right, drawn as one of the things the decoder knows.")
+    if any(pos not in ("left", "right") or colour not in ("red", "blue") or shape not in ("circle", "square")
+           for f in frames for colour, shape, pos in f):
+        return "a", facts + (" Something in between appeared: a colour other than red and blue, a shape other than "
+                             "circle and square, or a cell other than the left and the right, drawn as one of the "
+                             "things the decoder knows.")
     return "b", facts + (" Every middle frame is one object whose colour (red or blue), shape (circle or square) "
                          "and cell (left or right) each come from one of the two ends, possibly mixed: the shapes "
                          "world is discrete, so the decoder draws the nearest thing it knows, and the picture jumps "
