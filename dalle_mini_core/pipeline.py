@@ -821,7 +821,13 @@ class UnCLIP(nn.Module):
         upsample: bool | None = None,
         progress: bool | None = False,
     ) -> torch.Tensor:
-        """`n` images (n, 3, S, S) that share `image`'s CLIP embedding z_i and differ in their noise (§3.1)."""
+        """`n` images (n, 3, S, S) that share `image`'s CLIP embedding z_i and differ in their noise.
+
+        A simplification of Ramesh et al. (2022, §3.1): the paper decodes the bipartite latent
+        (z_i, x_T), with x_T from DDIM inversion of the image, using DDIM with η > 0, so the
+        variations stay near the input and spread as η grows; here every variation starts from
+        fresh noise with the decoder's default sampler, so all that x_T held is redrawn.
+        """
         n = V.integer("n", n, maximum=V.MAX_IMAGES)
         self._no_caption_path("variations")
         x = self._prepare(image, "image")

@@ -3,8 +3,9 @@
 unCLIP (Ramesh et al. 2022, "Hierarchical Text-Conditional Image Generation with CLIP Latents")
 generates in two stages: a *prior* P(z_i | y) that produces a CLIP image embedding z_i from a
 caption y, then a decoder that draws an image from z_i. Why a prior at all? CLIP's text and
-image embeddings of a matching pair are close in angle but far from equal (a matched pair's
-cosine is well below 1), so handing the decoder z_t instead of z_i gives it inputs it never saw.
+image embeddings of a matching pair are different vectors (a matched pair's cosine is below 1,
+and its value is a property of the trained CLIP: measure it), so handing the decoder z_t instead
+of z_i gives it inputs unlike the image embeddings it was trained on.
 
 The prior here is the paper's diffusion prior (§2.2 and Appendix C):
 
@@ -17,8 +18,10 @@ The prior here is the paper's diffusion prior (§2.2 and Appendix C):
   L = E ‖ f_θ(z_i^(t), t, y) − z_i ‖²  (Ramesh et al. 2022, §2.2, the equation after "we train");
 * text conditioning is dropped 10% of the time, replaced by learned null embeddings, so
   classifier-free guidance (Ho & Salimans 2022) works at sampling time (Ramesh et al. 2022, §2.2);
-* at sampling time two samples are drawn and the one with the larger dot product with z_t is
-  kept (§2.2); `sample_best_of` does this for any n.
+* at sampling time the paper draws two samples and keeps the one with the larger dot product
+  with z_t (§2.2); `sample_best_of` does this for any n, but ranks by COSINE (`rerank`): our
+  candidates are not unit vectors (the prior samples scaled embeddings) and the decoder uses only
+  their direction, so their length should not decide. For unit vectors the two rankings agree.
 
 The caption tokens are embedded by a small learned token embedding (the paper feeds the CLIP
 text encoder's per-token features; our tiny CLIP gives the pooled embedding, which the prior

@@ -86,9 +86,10 @@ def _best_first(candidates, text_emb):  # no reranking: the first draw
 
 @exercise("10.best_of", "implement", "best_of",
           hint="score every candidate by its COSINE similarity to its own caption's z_t (row b of candidates with "
-               "row b of text_emb), then keep, per caption, the candidate with the highest score",
+               "row b of text_emb), then keep, per caption, the candidate with the highest score (the paper ranks "
+               "by dot product, §2.2; for candidates of different lengths this exercise asks for the cosine)",
           cases=_best_of_cases,
-          wrong=(("dot product instead of cosine", _best_by_dot),
+          wrong=(("dot product (the paper's ranking, §2.2) where this exercise asks for the cosine", _best_by_dot),
                  ("the lowest score kept", _best_worst),
                  ("no reranking (first candidate)", _best_first)))
 def best_of(candidates: torch.Tensor, text_emb: torch.Tensor) -> torch.Tensor:
@@ -132,8 +133,10 @@ def slerp_noise(a: torch.Tensor, b: torch.Tensor, theta: float) -> torch.Tensor:
 # --- 4. predict, then measure: the interpolation's middle frames -------------------------------
 
 MIDPOINT_OPTIONS = {
-    "a": "something in between: an object in the centre cell, or a purple one (between red and blue)",
-    "b": "one clean object at a time that jumps: a red or blue circle or square, at the left or at the right, never between",
+    "a": "something in between: an object in a cell other than the two ends' (the centre, say), in a colour other "
+         "than red and blue (purple, say) or of another shape (a triangle)",
+    "b": "one object at a time, always red or blue, always a circle or a square, always at the left or the right: it "
+         "jumps instead of gliding (a mix of the ends' attributes, like a blue circle at the right, counts here)",
     "c": "both objects at once, a double exposure of the two ends",
     "d": "no recognisable object",
 }
@@ -164,19 +167,22 @@ def judge_midpoint(measured) -> tuple[str, str]:
     if any(len(f) == 0 for f in frames):
         return "d", facts + (" Some frame has nothing the reader can name: between two embeddings the decoder met "
                              "a vector unlike its training data (or, in smoke mode, nothing is trained).")
-    if any(pos not in ("left", "right") or colour not in ("red", "blue") for f in frames for colour, _, pos in f):
-        return "a", facts + (" Something in between appeared: the vocabulary's own in-between (a purple object, or "
-                             "the centre cell), drawn as one of the things the decoder knows.")
-    return "b", facts + (" Every middle frame is one clean object at one of the two ends: the shapes world is "
-                         "discrete, so the decoder draws the nearest thing it knows, and the picture jumps where "
-                         "the embedding glides.")
+    if any(pos not in ("left", "right") or colour not in ("red", "blue") or shape not in ("circle", "square")
+           for f in frames for colour, shape, pos in f):
+        return "a", facts + (" Something in between appeared: a colour other than red and blue, a shape other than "
+                             "circle and square, or a cell other than the left and the right, drawn as one of the "
+                             "things the decoder knows.")
+    return "b", facts + (" Every middle frame is one object whose colour (red or blue), shape (circle or square) "
+                         "and cell (left or right) each come from one of the two ends, possibly mixed: the shapes "
+                         "world is discrete, so the decoder draws the nearest thing it knows, and the picture jumps "
+                         "where the embedding glides.")
 
 
 register(Exercise(
     name="10.midpoint", kind="predict", title="the interpolation's middle frames",
     hint="the decoder learned to draw 3 shapes, 6 colours, 9 cells: what can it draw for an embedding between two?",
     options=MIDPOINT_OPTIONS, judge=judge_midpoint,
-    wrong=(("a blend (measured: jumps)", ("a", [[("red", "circle", "left")], [("red", "circle", "left")],
+    wrong=(("in between (measured: jumps, one frame mixing the ends: a blue circle)", ("a", [[("red", "circle", "left")], [("red", "circle", "left")],
                                               [("blue", "circle", "right")], [("blue", "square", "right")]])),
            ("double exposure (measured: jumps)", ("c", [[("red", "circle", "left")], [("blue", "square", "right")]])),
            ("jumps (measured: purple at the centre)", ("b", [[("purple", "circle", "centre")]]))),
