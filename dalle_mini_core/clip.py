@@ -47,6 +47,7 @@ from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
 from .data.tokens import tokenize
+from .options import model_device
 
 __all__ = [
     "CLIPConfig",
@@ -239,7 +240,8 @@ class CLIPModel(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.model.logit_scale.device
+        """The device of the weights (`options.model_device`)."""
+        return model_device(self)
 
     @property
     def embed_dim(self) -> int:

@@ -42,7 +42,7 @@ convolutions tell pixels where the borders are); the explicit paths scored somew
 most +0.11 (two standard errors of a difference: suggestive, not proven).
 
 Embedding scale: CLIP embeddings are unit vectors; the decoder multiplies them by sqrt(D)
-before use (`prior.scale_embedding`, the one rule of the course).
+before use (`diffusion.scale_embedding`, the one rule of the course).
 
 Code names ↔ paper symbols: ``image_emb`` = z_i, ``x_t`` = x_t, ``tokens`` = the caption y,
 ``guidance_scale`` = s.
@@ -57,11 +57,12 @@ from typing import Any, Callable, Mapping
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
-from .diffusion import Denoiser, check_embeddings, check_prediction
-from .prior import scale_embedding
-from .sampling import check_sampler, ddim_invert, guided, run_sampler
+from .diffusion import Denoiser, check_embeddings, scale_embedding
+from .options import Prediction, ScheduleKind, check_prediction, check_schedule_kind
+from .sampling import ddim_invert
 from .schedule import NoiseSchedule
 from .unet import AttentionBlock, UNet, UNetConfig
 
@@ -122,8 +123,8 @@ class DecoderConfig:
     map_size: int = 8  # "map": side of that map before it is upsampled to the image size
     p_drop_image: float = 0.1  # probability of replacing z_i by the null embedding in training
     p_drop_text: float = 0.5  # probability of replacing the caption by the null tokens in training
-    prediction: str = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
-    schedule: str = "cosine"  # noise schedule kind (NoiseSchedule.make)
+    prediction: Prediction = "eps"  # what the U-Net predicts: "eps", "x0" or "v"
+    schedule: ScheduleKind = "cosine"  # noise schedule kind (NoiseSchedule.make)
     num_timesteps: int = 1000  # T of the training schedule
 
     def __post_init__(self) -> None:
@@ -152,8 +153,7 @@ class DecoderConfig:
             if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
         check_prediction(self.prediction)
-        if self.schedule not in ("cosine", "linear"):
-            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        check_schedule_kind(self.schedule)
 
     def unet_config(self) -> UNetConfig:
         """The U-Net's config with the conditioning inputs this decoder feeds it."""
@@ -197,7 +197,7 @@ class FourierPosition2d(nn.Module):
     def forward(self, height: int, width: int) -> torch.Tensor:
         """(1, C, H, W) positional embedding on the module's device."""
         pos = self.proj(self.features(height, width, self.proj.weight.device))  # (H, W, C)
-        return pos.permute(2, 0, 1).unsqueeze(0)  # (1, C, H, W)
+        return rearrange(pos, "h w c -> 1 c h w")
 
 
 class PositionalAttention(nn.Module):
@@ -289,7 +289,7 @@ class DecoderNet(nn.Module):
     """ε_θ(x_t, t, z_i, y): the U-Net plus the layers that turn the conditioning into its inputs.
 
     Called as ``net(x_t, t, image_emb=..., tokens=..., drop_image=..., drop_text=...)`` with
-    ``image_emb`` (B, D) already SCALED (`prior.scale_embedding`). ``drop_image`` / ``drop_text``
+    ``image_emb`` (B, D) already SCALED (`diffusion.scale_embedding`). ``drop_image`` / ``drop_text``
     (B,) bool replace that row's embedding / caption by the learned null embedding / tokens.
     """
 
@@ -334,7 +334,7 @@ class DecoderNet(nn.Module):
         # 1. z_i, or the null embedding where dropped
         emb = torch.where(drop_image[:, None], self.null_image_emb.to(image_emb.dtype), image_emb)  # (B, D)
         # 2. context: the image tokens, then (optionally) the caption's tokens
-        context = self.image_to_tokens(emb).view(B, c.num_image_tokens, c.context_width)  # (B, n, W)
+        context = rearrange(self.image_to_tokens(emb), "b (n w) -> b n w", n=c.num_image_tokens)  # (B, n, W)
         mask = None
         if self.caption_encoder is not None:
             if tokens is None:
@@ -351,7 +351,7 @@ class DecoderNet(nn.Module):
         low_res = None
         if self.spatial_map is not None:
             s = c.map_size
-            low_res = self.spatial_map(emb).view(B, c.map_channels, s, s)  # (B, m, s, s)
+            low_res = rearrange(self.spatial_map(emb), "b (m h w) -> b m h w", h=s, w=s)  # (B, m, s, s)
             low_res = F.interpolate(low_res, size=(c.unet.image_size,) * 2, mode="bilinear", align_corners=False)
         return {"cond": emb, "context": context, "context_mask": mask, "low_res": low_res}
 
@@ -388,10 +388,6 @@ class Decoder(Denoiser):
         super().__init__(DecoderNet(config), NoiseSchedule.make(config.schedule, config.num_timesteps),
                          prediction=config.prediction, image_key="image", cond_keys=keys)
         self.config = config
-
-    @property
-    def device(self) -> torch.device:
-        return self.net.null_image_emb.device
 
     def draw_dropout(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
         """{"drop_image": (B,) bool, "drop_text": (B,) bool}, each True with p_drop_image / p_drop_text."""
@@ -475,27 +471,17 @@ class Decoder(Denoiser):
         `invert` with the same `steps`, and samples on the inversion's schedule (which stops at
         t = `INVERSION_T_MAX`) so that the pair reconstructs the image.
         """
-        check_sampler(sampler)
         if inverted and x_T is None:
             raise ValueError("inverted=True needs the x_T that invert() returned")
-        # 1. the sampling schedule, the conditioning and the (guided) model
-        schedule = (self.inversion_schedule(steps) if inverted else self.schedule).to(self.device)
         cond = self.model_kwargs(image_emb, tokens)
-        model = self if guidance_scale is None else guided(self, guidance_scale, self.null_kwargs())
-        # 2. x_T ~ N(0, I), drawn on the generator's device
         u = self.config.unet
         shape = (image_emb.shape[0], u.in_channels, u.image_size, u.image_size)
-        if x_T is None:
-            gen_device = generator.device if generator is not None else self.device
-            x_T = torch.randn(shape, generator=generator, device=gen_device).to(self.device)
-        elif tuple(x_T.shape) != shape:
-            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
-        # 3. denoise
-        kwargs = dict(model_kwargs=cond, prediction=self.prediction, clip_x0=True, generator=generator,
-                      callback=callback, progress=progress)
-        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
-        return run_sampler(sampler, model, x_T.to(self.device), schedule, None if inverted else steps,
-                           options=options, **kwargs)
+        # the inversion's own levels, walked as they are (steps None), or `steps` levels of the training schedule
+        schedule = self.inversion_schedule(steps).to(self.device) if inverted else None
+        return self.sample_loop(shape, cond, steps=None if inverted else steps, sampler=sampler, eta=eta,
+                                sampler_options=sampler_options, guidance_scale=guidance_scale,
+                                null_kwargs=self.null_kwargs(), schedule=schedule, x_T=x_T, clip_x0=True,
+                                generator=generator, callback=callback, progress=progress)
 
     @torch.no_grad()
     def inversion_schedule(self, steps: int) -> NoiseSchedule:

@@ -15,20 +15,38 @@ The same network can be asked for other targets that carry the same information:
 `model_output_to_x0_eps` turns any of the three into the pair (x̂₀, ε̂) that the samplers in
 `dalle_mini_core.sampling` need, so training and sampling agree on the conversion by construction.
 
+`Denoiser.sample_loop` is the one sampling routine of the course's three diffusion stages
+(prior, decoder, upsampler): draw x_T ~ N(0, I), optionally wrap the model for classifier-free
+guidance, run a sampler from `dalle_mini_core.sampling` down to x̂₀. Each stage's ``sample``
+only builds its conditioning and calls it.
+
+**Embedding scale (one rule for the whole course).** CLIP embeddings are unit vectors, so each
+of their D coordinates has a variance of about 1/D, far smaller than the unit-variance noise
+a diffusion model adds. The prior and the decoder multiply them by sqrt(D) before diffusion
+(`scale_embedding`), so each coordinate has roughly unit variance, and the prior divides its
+samples by sqrt(D) (`unscale_embedding`). DALLE2-pytorch uses the same factor (its
+``image_embed_scale`` defaults to ``dim ** 0.5``).
+
 Code names ↔ paper symbols: ``x_t`` = x_t, ``t`` = t (an index into the schedule),
 ``x0`` = x₀, ``eps`` = ε, ``schedule.alphas_cumprod`` = ᾱ.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
+
+import math
 
 import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .options import check_sampler, model_device
 from .schedule import NoiseSchedule
 
-__all__ = ["PREDICTIONS", "check_prediction", "check_embeddings", "model_output_to_x0_eps", "Denoiser"]
+__all__ = [
+    "PREDICTIONS", "check_prediction", "check_embeddings", "model_output_to_x0_eps", "Denoiser",
+    "scale_embedding", "unscale_embedding",
+]
 
 PREDICTIONS = ("eps", "x0", "v")
 
@@ -153,3 +171,78 @@ class Denoiser(nn.Module):
             raise ValueError(f"net output has shape {tuple(out.shape)}, expected {tuple(x0.shape)}")
         # 4. simple MSE
         return F.mse_loss(out.float(), self.target(x0, eps, t).float())
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the weights (`options.model_device`)."""
+        return model_device(self)
+
+    @torch.no_grad()
+    def sample_loop(
+        self,
+        shape: tuple[int, ...],
+        model_kwargs: Mapping[str, object],
+        *,
+        steps: int | None,
+        sampler: str = "ddim",
+        eta: float = 0.0,
+        sampler_options: Mapping[str, object] | None = None,
+        guidance_scale: float | None = None,
+        null_kwargs: Mapping[str, object] | None = None,
+        schedule: NoiseSchedule | None = None,
+        x_T: torch.Tensor | None = None,
+        clip_x0: bool = True,
+        generator: torch.Generator | None = None,
+        callback: Callable[..., None] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw x̂₀ of `shape` from noise: the sampling routine the prior, decoder and upsampler share.
+
+        1. the model: this denoiser, or with ``guidance_scale`` a number, `sampling.guided`
+           around it, whose unconditional half replaces the conditioning by `null_kwargs`;
+        2. x_T ~ N(0, I) of `shape`, drawn from `generator` on the generator's device and moved
+           to the model's (or the given `x_T`, which must have that shape);
+        3. ``sampling.SAMPLERS[sampler]`` on `steps` levels of `schedule` (default: the training
+           schedule; `steps` None walks `schedule` as given), called with `model_kwargs` as the
+           net's conditioning. `eta` is DDIM's; other samplers' options (Euler's and Heun's
+           ``churn``) go in `sampler_options`. ``clip_x0`` clamps x̂₀ to [-1, 1] at each step
+           (images: yes; embeddings, which are not bounded by 1: no).
+        """
+        # sampling imports this module (for `model_output_to_x0_eps`), so it is imported here
+        from .sampling import guided, run_sampler
+
+        check_sampler(sampler)
+        device = self.device
+        # 1. the (guided) model
+        model: nn.Module | Callable[..., torch.Tensor] = self
+        if guidance_scale is not None:
+            if not null_kwargs:
+                raise ValueError("guidance_scale needs null_kwargs (the conditioning of the unconditional half)")
+            model = guided(self, guidance_scale, null_kwargs)
+        # 2. x_T ~ N(0, I), drawn on the generator's device
+        shape = tuple(shape)
+        if x_T is None:
+            gen_device = generator.device if generator is not None else device
+            x_T = torch.randn(shape, generator=generator, device=gen_device).to(device)
+        elif tuple(x_T.shape) != shape:
+            raise ValueError(f"x_T must have shape {shape}, got {tuple(x_T.shape)}")
+        # 3. denoise
+        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
+        return run_sampler(sampler, model, x_T.to(device), self.schedule if schedule is None else schedule, steps,
+                           options=options, model_kwargs=model_kwargs, prediction=self.prediction, clip_x0=clip_x0,
+                           generator=generator, callback=callback, progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------
+# The embedding scale (module docstring): CLIP's unit vectors ↔ unit-variance coordinates
+# ---------------------------------------------------------------------------------------------
+
+
+def scale_embedding(emb: torch.Tensor) -> torch.Tensor:
+    """Unit-norm CLIP embedding (..., D) → diffusion space: multiply by sqrt(D) (module docstring)."""
+    return emb * math.sqrt(emb.shape[-1])
+
+
+def unscale_embedding(x: torch.Tensor) -> torch.Tensor:
+    """Diffusion space (..., D) → CLIP embedding scale: divide by sqrt(D); inverse of `scale_embedding`."""
+    return x / math.sqrt(x.shape[-1])

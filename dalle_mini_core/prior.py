@@ -29,37 +29,34 @@ sees as z_t anyway). ``PriorConfig(use_tokens=False)`` leaves them out: the sequ
 [z_t | t | x_t | query], nine times shorter than with 32 tokens, which is what makes a CPU run
 of a few minutes possible; z_t already summarises the caption.
 
-**Embedding scale (one rule for the whole course).** CLIP embeddings are unit vectors, so each
-of their D coordinates has a variance of about 1/D, far smaller than the unit-variance noise
-a diffusion model adds. We multiply by sqrt(D) before diffusion so each coordinate has roughly
-unit variance, and divide by sqrt(D) after sampling (`scale_embedding` / `unscale_embedding`).
-DALLE2-pytorch uses the same factor (its ``image_embed_scale`` defaults to ``dim ** 0.5``).
-The decoder applies the same rule to the embeddings it is conditioned on.
+**Embedding scale.** CLIP embeddings are unit vectors, so each of their D coordinates has a
+variance of about 1/D, far smaller than the unit-variance noise a diffusion model adds. The prior
+multiplies them by sqrt(D) before diffusion and divides its samples by sqrt(D)
+(`diffusion.scale_embedding` / `diffusion.unscale_embedding`, the one rule of the course, which
+the decoder applies to the embeddings it is conditioned on too).
 
 Code names ↔ paper symbols: ``text_emb`` = z_t, ``image_emb`` = z_i (the x₀ of the diffusion),
 ``x_t`` = z_i^(t), ``tokens`` = the caption y as token ids.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .diffusion import Denoiser, check_embeddings
-from .sampling import check_sampler, guided, run_sampler
+from .diffusion import Denoiser, check_embeddings, scale_embedding, unscale_embedding
+from .options import ScheduleKind, check_schedule_kind
 from .schedule import NoiseSchedule
 from .unet import timestep_embedding
 
 __all__ = [
     "PriorConfig",
-    "scale_embedding",
-    "unscale_embedding",
     "causal_mask",
     "CausalSelfAttention",
     "Block",
@@ -80,7 +77,7 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------
-# Configuration and the embedding scale
+# Configuration
 # ---------------------------------------------------------------------------------------------
 
 
@@ -98,7 +95,7 @@ class PriorConfig:
     context_length: int = 32  # L, caption tokens per caption (as made by data.tokens.tokenize)
     vocab_size: int = 49408  # token ids are < vocab_size (49408: open_clip's BPE tokenizer)
     num_timesteps: int = 1000  # T of the training schedule (the paper's prior: 1000)
-    schedule: str = "cosine"  # noise schedule kind: "cosine" (the paper's prior) or "linear"
+    schedule: ScheduleKind = "cosine"  # noise schedule kind: "cosine" (the paper's prior) or "linear"
     p_uncond_text: float = 0.1  # probability of dropping the text condition in training (§2.2: 10%)
 
     def __post_init__(self) -> None:
@@ -113,8 +110,7 @@ class PriorConfig:
             raise ValueError(f"heads={self.heads} must divide width={self.width}")
         if self.width % 2:
             raise ValueError(f"width must be even (sinusoidal timestep embedding), got {self.width}")
-        if self.schedule not in ("cosine", "linear"):
-            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        check_schedule_kind(self.schedule)
         if not 0.0 <= float(self.p_uncond_text) <= 1.0:
             raise ValueError(f"p_uncond_text must lie in [0, 1], got {self.p_uncond_text!r}")
         if not 0.0 <= float(self.dropout) < 1.0:
@@ -132,16 +128,6 @@ class PriorConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def scale_embedding(emb: torch.Tensor) -> torch.Tensor:
-    """Unit-norm CLIP embedding (..., D) → diffusion space: multiply by sqrt(D) (module docstring)."""
-    return emb * math.sqrt(emb.shape[-1])
-
-
-def unscale_embedding(x: torch.Tensor) -> torch.Tensor:
-    """Diffusion space (..., D) → CLIP embedding scale: divide by sqrt(D); inverse of `scale_embedding`."""
-    return x / math.sqrt(x.shape[-1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,12 +151,11 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        B, N, C = h.shape
-        nh = self.heads
-        q, k, v = self.qkv(h).view(B, N, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # 3 × (B, nh, N, C/nh)
+        # each token's vector is [q | k | v], each split into `heads` pieces of d = width / heads
+        q, k, v = rearrange(self.qkv(h), "b n (three heads d) -> three b heads n d", three=3, heads=self.heads)
         p = self.dropout if self.training else 0.0
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, nh, N, C/nh)
-        return self.proj(out.transpose(1, 2).reshape(B, N, C))  # (B, N, C)
+        out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)  # (B, heads, N, d)
+        return self.proj(rearrange(out, "b heads n d -> b n (heads d)"))  # (B, N, width)
 
 
 class Block(nn.Module):
@@ -315,7 +300,7 @@ class DiffusionPrior(Denoiser):
 
     def draw_text_dropout(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(B,) bool: which rows lose their text condition, each with probability p_uncond_text."""
-        device = generator.device if generator is not None else self.net.query.device
+        device = generator.device if generator is not None else self.device
         return torch.rand(batch_size, generator=generator, device=device) < self.config.p_uncond_text
 
     def loss(self, batch: Mapping[str, object], *, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -332,7 +317,7 @@ class DiffusionPrior(Denoiser):
         image_emb = check_embeddings("batch['image_emb']", batch["image_emb"], D)
         if image_emb.shape[0] != text_emb.shape[0]:
             raise ValueError("batch['text_emb'] and batch['image_emb'] have different batch sizes")
-        device = self.net.query.device
+        device = self.device
         inner = {
             "x0": scale_embedding(image_emb.to(device)),
             "text_emb": scale_embedding(text_emb.to(device)),
@@ -364,25 +349,17 @@ class DiffusionPrior(Denoiser):
         sets ``drop_text`` (1: conditional, 0: unconditional, > 1: stronger text adherence).
         """
         text_emb = check_embeddings("text_emb", text_emb, self.config.embed_dim)
-        check_sampler(sampler)
-        device = self.net.query.device
+        device = self.device
         B = text_emb.shape[0]
-        # 1. the sampling schedule and the conditioning
         cond = {
             "text_emb": scale_embedding(text_emb.to(device)),
             "tokens": tokens.to(device) if (tokens is not None and self.config.use_tokens) else None,
             "drop_text": torch.zeros(B, dtype=torch.bool, device=device),
         }
-        model = self
-        if guidance_scale is not None:
-            model = guided(self, guidance_scale, {"drop_text": torch.ones(1, dtype=torch.bool, device=device)})
-        # 2. x_T ~ N(0, I), drawn on the generator's device
-        gen_device = generator.device if generator is not None else device
-        x_T = torch.randn(B, self.config.embed_dim, generator=generator, device=gen_device).to(device)
-        # 3. denoise
-        kwargs = dict(model_kwargs=cond, prediction="x0", clip_x0=False, generator=generator)
-        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
-        x0 = run_sampler(sampler, model, x_T, self.schedule, steps, options=options, **kwargs)
+        null = {"drop_text": torch.ones(1, dtype=torch.bool, device=device)}  # the guided model's unconditional half
+        x0 = self.sample_loop((B, self.config.embed_dim), cond, steps=steps, sampler=sampler, eta=eta,
+                              sampler_options=sampler_options, guidance_scale=guidance_scale, null_kwargs=null,
+                              clip_x0=False, generator=generator)
         return unscale_embedding(x0)
 
     @torch.no_grad()
@@ -396,10 +373,9 @@ class DiffusionPrior(Denoiser):
         """
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
-        B = text_emb.shape[0]
         rep_tokens = None if tokens is None else tokens.repeat_interleave(n, dim=0)
         candidates = self.sample(text_emb.repeat_interleave(n, dim=0), rep_tokens, **sample_kwargs)  # (B·n, D)
-        best, _ = rerank(candidates.view(B, n, -1), text_emb.to(candidates.device))
+        best, _ = rerank(rearrange(candidates, "(b n) d -> b n d", n=n), text_emb.to(candidates.device))
         return best
 
 

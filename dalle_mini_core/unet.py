@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 __all__ = [
@@ -225,20 +226,23 @@ class AttentionBlock(nn.Module):
         context_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B, C, H, W = x.shape
-        nh, L = self.num_heads, H * W
-        qkv = self.qkv(self.norm(x)).permute(0, 2, 3, 1).reshape(B, L, 3 * C)  # a view if channels_last
-        q, k, v = qkv.view(B, L, 3, nh, C // nh).permute(2, 0, 3, 1, 4)  # 3 × (B, nh, L, d)
+        heads = self.num_heads
+        # the image as L = H·W tokens of 3C channels each ([q | k | v]): a view, contiguous if channels_last
+        qkv = rearrange(self.qkv(self.norm(x)), "b c h w -> b (h w) c")
+        # each token's q, k, v split into `heads` pieces of d = C / heads channels
+        q, k, v = rearrange(qkv, "b l (three heads d) -> three b heads l d", three=3, heads=heads)
         mask = None
         if self.context_kv is not None and context is not None:
-            N = context.shape[1]
-            ck, cv = self.context_kv(context).view(B, N, 2, nh, C // nh).permute(2, 0, 3, 1, 4)  # 2 × (B, nh, N, d)
-            k = torch.cat([k, ck], dim=2)  # (B, nh, L + N, d)
+            ck, cv = rearrange(self.context_kv(context), "b n (two heads d) -> two b heads n d", two=2, heads=heads)
+            k = torch.cat([k, ck], dim=2)  # (B, heads, L + N, d)
             v = torch.cat([v, cv], dim=2)
             if context_mask is not None:
-                keep_image = context_mask.new_ones(B, L)
+                keep_image = context_mask.new_ones(B, H * W)
                 mask = torch.cat([keep_image, context_mask], dim=1)[:, None, None, :]  # (B, 1, 1, L + N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, L, d)
-        out = out.transpose(1, 2).reshape(B, H, W, C).permute(0, 3, 1, 2)  # (B, C, H, W), channels_last strides
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, heads, L, d)
+        # tokens back to an image: laid out (B, H, W, C) in memory (channels_last), seen as (B, C, H, W);
+        # `rearrange(out, "b heads (h w) d -> b (heads d) h w", h=H)` has the same values, channels first
+        out = rearrange(out, "b heads (h w) d -> b h w (heads d)", h=H).permute(0, 3, 1, 2)
         return x + self.proj_out(out)
 
 

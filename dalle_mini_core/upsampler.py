@@ -44,8 +44,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .diffusion import Denoiser, check_prediction
-from .sampling import check_sampler, run_sampler
+from .diffusion import Denoiser
+from .options import Prediction, ScheduleKind, check_prediction, check_sampler, check_schedule_kind
 from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig, timestep_embedding
 
@@ -84,8 +84,8 @@ class UpsamplerConfig:
     blur_sigma: tuple[float, float] = (0.4, 0.6)  # Gaussian blur σ range, in low-res pixels (drawn uniformly)
     noise_aug_max_t: int = 0  # Gaussian noise augmentation: level s ~ U{0..max} of the schedule (0: off)
     noise_aug_sample_t: int = 0  # the level s used at sampling (with noise augmentation on)
-    prediction: str = "v"  # what the U-Net predicts: "eps", "x0" or "v" (see the module docstring)
-    schedule: str = "cosine"  # noise schedule kind (NoiseSchedule.make)
+    prediction: Prediction = "v"  # what the U-Net predicts: "eps", "x0" or "v" (see the module docstring)
+    schedule: ScheduleKind = "cosine"  # noise schedule kind (NoiseSchedule.make)
     num_timesteps: int = 1000  # T of the training schedule
 
     def __post_init__(self) -> None:
@@ -121,8 +121,7 @@ class UpsamplerConfig:
         if self.noise_aug_sample_t > self.noise_aug_max_t:
             raise ValueError("noise_aug_sample_t must not exceed noise_aug_max_t (the model never saw that level)")
         check_prediction(self.prediction)
-        if self.schedule not in ("cosine", "linear"):
-            raise ValueError(f"schedule must be 'cosine' or 'linear', got {self.schedule!r}")
+        check_schedule_kind(self.schedule)
 
     @property
     def noise_augmentation(self) -> bool:
@@ -234,10 +233,6 @@ class Upsampler(Denoiser):
                          prediction=config.prediction, image_key="image", cond_keys=keys)
         self.config = config
 
-    @property
-    def device(self) -> torch.device:
-        return self.net.unet.input_conv.weight.device
-
     def _check_low_res(self, low_res: object) -> torch.Tensor:
         c = self.config
         want = (c.unet.in_channels, c.low_res_size, c.low_res_size)
@@ -319,23 +314,21 @@ class Upsampler(Denoiser):
         The conditioning is the bilinear upsampling of `low_res`, not blurred; with noise
         augmentation it is noised at level ``noise_aug_sample_t`` (from `generator`).
         """
-        check_sampler(sampler)
+        check_sampler(sampler)  # before the conditioning's noise is drawn
         c = self.config
         z = self.upsample(low_res)
         B = z.shape[0]
-        gen_device = generator.device if generator is not None else self.device
         cond: dict[str, torch.Tensor] = {"low_res": z}
         if c.noise_augmentation:
             aug_t = torch.full((B,), c.noise_aug_sample_t, dtype=torch.long, device=self.device)
             if c.noise_aug_sample_t > 0:
+                gen_device = generator.device if generator is not None else self.device
                 eps = torch.randn(z.shape, generator=generator, device=gen_device).to(self.device)
                 z = self.schedule.q_sample(z, aug_t, noise=eps)
             cond = {"low_res": z, "aug_t": aug_t}
-        x_T = torch.randn(z.shape, generator=generator, device=gen_device).to(self.device)
-        kwargs = dict(model_kwargs=cond, prediction=self.prediction, clip_x0=True, generator=generator,
-                      callback=callback, progress=progress)
-        options = {**({"eta": eta} if sampler == "ddim" else {}), **(sampler_options or {})}
-        return run_sampler(sampler, self, x_T, self.schedule, steps, options=options, **kwargs)
+        return self.sample_loop(tuple(z.shape), cond, steps=steps, sampler=sampler, eta=eta,
+                                sampler_options=sampler_options, clip_x0=True, generator=generator,
+                                callback=callback, progress=progress)
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from dalle_mini_core.decoder import (
     embed_shapes,
     embedding_batches,
 )
-from dalle_mini_core.prior import scale_embedding
+from dalle_mini_core.diffusion import scale_embedding
 from dalle_mini_core.unet import AttentionBlock, UNetConfig
 
 D = 8

@@ -21,10 +21,9 @@ from dalle_mini_core.prior import (
     rerank,
     retrieval_top1,
     save_prior,
-    scale_embedding,
     text_embedding_baseline,
-    unscale_embedding,
 )
+from dalle_mini_core.diffusion import scale_embedding, unscale_embedding
 from dalle_mini_core.sampling import guided
 
 D, L, V = 8, 5, 50
