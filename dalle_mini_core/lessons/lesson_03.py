@@ -5,6 +5,7 @@ import math
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 from dalle_mini_core.exercises import Exercise, exercise, register
 from dalle_mini_core.unet import ResBlock, timestep_embedding
@@ -184,3 +185,46 @@ register(Exercise(
     wrong=(("twice the channels, twice the parameters", ("a", (6_949_187, 27_742_851))),
            ("a cube law", ("c", (6_949_187, 27_742_851)))),
 ))
+
+
+# ------------------------------------------------------------------------------------------------
+# 5. Find the bug: splitting a feature map's channels into attention heads
+# ------------------------------------------------------------------------------------------------
+
+
+def _split_heads_cases():
+    g = torch.Generator().manual_seed(5)
+    # non-square maps, so that mixing up rows and columns, or pixels and channels, shows
+    return [(torch.randn(2, 8, 3, 4, generator=g), 2), (torch.randn(1, 12, 2, 5, generator=g), 3)]
+
+
+def buggy_split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """The version notebook 03 shows: tokens-first code ported to a (B, C, H, W) map; the shape is right."""
+    B, C, H, W = x.shape
+    return x.reshape(B, H * W, heads, C // heads).transpose(1, 2)  # (B, heads, L, d)
+
+
+def _reshape_only(x, heads):
+    B, C, H, W = x.shape
+    return x.reshape(B, heads, H * W, C // heads)
+
+
+def _heads_interleaved(x, heads):  # head i gets channels i, i + heads, i + 2·heads, …
+    return rearrange(x, "b (d heads) h w -> b heads (h w) d", heads=heads)
+
+
+def _columns_first(x, heads):  # tokens in column order: (x, y) instead of (y, x)
+    return rearrange(x, "b (heads d) h w -> b heads (w h) d", heads=heads)
+
+
+@exercise("03.split_heads", "find the bug", "splitting channels into heads",
+          hint="the shape is right but the numbers are not: in a (B, C, H, W) map the H·W pixels of ONE channel "
+               "sit next to each other, so a reshape that reads pixels first mixes channels and pixels. Head i "
+               "owns the consecutive channels i·d … (i+1)·d − 1, and token l is pixel (l // W, l % W); write the "
+               "move as a rearrange pattern, or reshape first and then transpose",
+          cases=_split_heads_cases, buggy=buggy_split_heads,
+          wrong=(("a reshape alone", _reshape_only),
+                 ("heads interleaved: (d heads) instead of (heads d)", _heads_interleaved),
+                 ("tokens in column order", _columns_first)))
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    return rearrange(x, "b (heads d) h w -> b heads (h w) d", heads=heads)
