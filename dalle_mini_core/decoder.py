@@ -61,7 +61,7 @@ from einops import rearrange
 from torch import nn
 
 from .diffusion import Denoiser, check_embeddings, scale_embedding
-from .options import Prediction, ScheduleKind, check_prediction, check_schedule_kind
+from .options import Prediction, ScheduleKind, check_prediction, check_schedule_kind, model_device
 from .sampling import ddim_invert
 from .schedule import NoiseSchedule
 from .unet import AttentionBlock, UNet, UNetConfig
@@ -196,7 +196,7 @@ class FourierPosition2d(nn.Module):
 
     def forward(self, height: int, width: int) -> torch.Tensor:
         """(1, C, H, W) positional embedding on the module's device."""
-        pos = self.proj(self.features(height, width, self.proj.weight.device))  # (H, W, C)
+        pos = self.proj(self.features(height, width, model_device(self)))  # (H, W, C)
         return rearrange(pos, "h w c -> 1 c h w")
 
 
@@ -463,7 +463,7 @@ class Decoder(Denoiser):
 
         `image_emb` (B, D) are unit-norm CLIP image embeddings (from CLIP or the prior).
         Runs ``sampling.SAMPLERS[sampler]`` ("ddim", "ddpm", "euler", "heun", "dpmpp_2m") on `steps`
-        levels of the training schedule (`sampling.run_sampler`); `eta` is DDIM's, other options
+        levels of the training schedule (`Denoiser.sample_loop`); `eta` is DDIM's, other options
         (Euler's and Heun's ``churn``) go in `sampler_options`.
         ``guidance_scale`` None samples the conditional model alone; a number s wraps it in
         `sampling.guided` (0: unconditional, 1: conditional, > 1: more faithful, less diverse).

@@ -341,8 +341,8 @@ class DiffusionPrior(Denoiser):
     ) -> torch.Tensor:
         """Draw one image embedding per caption (B, D), on CLIP's scale.
 
-        Runs ``sampling.SAMPLERS[sampler]`` (`eta` is DDIM's; other options in `sampler_options`)
-        on `steps` levels of the training schedule
+        Runs ``sampling.SAMPLERS[sampler]`` through `Denoiser.sample_loop` (`eta` is DDIM's; other
+        options in `sampler_options`) on `steps` levels of the training schedule
         (the paper samples its prior in 64 steps), with x₀ prediction and no clipping (the
         scaled embeddings are not bounded by 1). ``guidance_scale`` None samples the plain
         conditional model; a number wraps it with `sampling.guided`, whose unconditional half

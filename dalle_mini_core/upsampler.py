@@ -312,7 +312,8 @@ class Upsampler(Denoiser):
         (a name of ``sampling.SAMPLERS``; `eta` is DDIM's, Euler's/Heun's ``churn`` goes in `sampler_options`).
 
         The conditioning is the bilinear upsampling of `low_res`, not blurred; with noise
-        augmentation it is noised at level ``noise_aug_sample_t`` (from `generator`).
+        augmentation it is noised at level ``noise_aug_sample_t`` (from `generator`), and then
+        `Denoiser.sample_loop` draws x_T from the same generator and denoises.
         """
         check_sampler(sampler)  # before the conditioning's noise is drawn
         c = self.config
