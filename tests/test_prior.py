@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dalle_mini_core.evaluation.prior import cosine_to_true
 from dalle_mini_core.prior import (
     CausalSelfAttention,
     DiffusionPrior,
