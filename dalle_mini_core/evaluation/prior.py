@@ -89,7 +89,7 @@ def retrieval_top1(pred: torch.Tensor, gallery: torch.Tensor, relevance: torch.T
 
     pred (B, D) are predicted image embeddings, gallery (B, D) the true image embeddings of the
     same B captions, in the same order. Chance is 1 / B. With `relevance` (B, B) bool — does
-    caption i describe gallery scene j? (`clip.shapes_relevance`) — row i is a hit when the
+    caption i describe gallery scene j? (`evaluation.clip.shapes_relevance`) — row i is a hit when the
     retrieved scene fits caption i, its own scene or another one the caption equally describes.
     """
     return retrieval_hits(pred, gallery, relevance).float().mean().item()
@@ -181,16 +181,16 @@ def evaluate_prior(
       caption, averaged over `diversity_captions` captions (the others are deterministic: 0);
 
     With `relevance` — a function (rows) → (n, n) bool "caption i describes scene j" for the
-    chosen test rows (`clip.shapes_relevance` on shapes) — also ``retrieval_top1_relevant``: a hit
+    chosen test rows (`evaluation.clip.shapes_relevance` on shapes) — also ``retrieval_top1_relevant``: a hit
     when the retrieved scene fits the caption (a sample may land on another scene the caption
     allows, which the strict score counts as a miss).
 
     With `oracle` — a function (rows) → (n, D): the CLIP image embeddings of *fresh* scenes that
-    the chosen captions describe (`clip.shapes_oracle_embeddings`), i.e. samples of a perfect
+    the chosen captions describe (`evaluation.clip.shapes_oracle_embeddings`), i.e. samples of a perfect
     prior — also the method ``oracle_sample``: what a faithful sampler scores (not a retrieval
     ceiling: an under-dispersed prior, close to its mean, can retrieve better), and its
     ``diversity`` (the spread of real images of one caption, which the prior's should match). With
-    `groups` — a function (rows) → one label per row (`clip.shapes_caption_kind`) — also
+    `groups` — a function (rows) → one label per row (`evaluation.clip.shapes_caption_kind`) — also
     ``retrieval_top1_by_group`` {label: {"n": count, "strict": {method: …}, "relevant": {…}}}.
 
     plus ``prior_mean``: the first three scores of the prior's *mean* (one denoising step from
