@@ -340,7 +340,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         n_prompts = V.integer("--prompts", args.prompts, maximum=most, why=f" (there are {most} held-out prompts)")
     json_path = None if args.json is None else V.output_file("--json", args.json)
 
-    from .evaluate import evaluate
+    from .evaluation.report import evaluate
 
     report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
                       n_prompts=n_prompts, n_per_prompt=per_prompt)
@@ -355,9 +355,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _prompt_count(kind: str) -> int:
-    """How many distinct caption-accuracy prompts a kind has (`metrics.prompt_set`: 54 held out, 270 seen)."""
+    """How many distinct caption-accuracy prompts a kind has (`evaluation.captions.prompt_set`: 54 held out, 270 seen)."""
     from .data.attributes import POSITIONS, SIZES
-    from .metrics import _combinations
+    from .evaluation.captions import _combinations
 
     return len(_combinations(kind)) * len(SIZES) * len(POSITIONS)
 

@@ -478,6 +478,7 @@ def train_all(
     from . import decoder as dec_mod
     from . import prior as prior_mod
     from . import upsampler as up_mod
+    from .evaluation.clip import evaluate_retrieval
     from .checkpoints import load_checkpoint
     from .data.tokens import DEFAULT_CONTEXT_LENGTH
     from .train import TrainConfig, latest_checkpoint, train
@@ -649,8 +650,8 @@ def train_all(
                              weight_decay=clip_recipe.weight_decay, betas=(0.9, 0.98), adam_eps=1e-6)
             del bank
             if main:
-                ev = clip_mod.evaluate_retrieval(clip, _shapes_test(), gallery_size=100,
-                                                 num_galleries=5 if mode != "smoke" else 1, seed=seed)
+                ev = evaluate_retrieval(clip, _shapes_test(), gallery_size=100,
+                                        num_galleries=5 if mode != "smoke" else 1, seed=seed)
                 info["retrieval_test"] = ev
                 log(f"[clip] test retrieval among 100 scenes: text→image top-1 {ev['text_to_image_top1']:.1%}, "
                     f"top-5 {ev['text_to_image_top5']:.1%}; image→text top-1 {ev['image_to_text_top1']:.1%}")

@@ -5,19 +5,19 @@
 For each gallery g (held-out test scenes with seed 100 + g, the first 200 distinct captions),
 every method predicts an image embedding per caption and is scored by strict top-1 retrieval
 among the 200 true image embeddings, by relevance-aware top-1 (any scene the caption describes
-counts) and by cosine to the true embedding (`prior.retrieval_top1`, `prior.cosine_to_true`):
+counts) and by cosine to the true embedding (`evaluation.prior.retrieval_top1`, `evaluation.prior.cosine_to_true`):
 
 * the text embedding z_t itself, and the prior's mean (one denoising step from noise);
 * prior samples at guidance none / 2 / 4 and best of 2 at guidance 2 (64 DDIM steps);
 * prior samples at guidance 2 with 16 and 250 steps (does the sampler's step count matter?);
 * a *perfect prior*: the CLIP image embedding of a fresh scene that the caption describes
-  (`clip.shapes_oracle_embeddings`: what the caption states is kept, the rest drawn anew), one
+  (`evaluation.clip.shapes_oracle_embeddings`: what the caption states is kept, the rest drawn anew), one
   draw scored at a time and averaged over `--oracle-draws` draws ("oracle sample"), and the
   mean of those draws ("oracle mean", the centre of the caption's images);
 * prior samples at guidance 2 scored the same way over as many draws, for a like-for-like
   comparison with the oracle.
 
-Each score is also split by kind of caption (`clip.shapes_caption_kind`): captions that state
+Each score is also split by kind of caption (`evaluation.clip.shapes_caption_kind`): captions that state
 every attribute, and relation captions ("a red circle left of a blue square"), which leave the
 cells (and sometimes the sizes) open. It also splits each method's error z_pred − z_true into
 the part shared by all captions and the caption-specific rest. Prints means over galleries;
@@ -39,10 +39,10 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.nn.functional as F
 
-    from dalle_mini_core.clip import shapes_caption_kind, shapes_oracle_embeddings, shapes_relevance
     from dalle_mini_core.data.shapes import ShapesDataset
-    from dalle_mini_core.evaluate import load_stage
-    from dalle_mini_core.prior import _distinct_rows, cosine_to_true, embed_dataset, retrieval_hits
+    from dalle_mini_core.evaluation.clip import shapes_caption_kind, shapes_oracle_embeddings, shapes_relevance
+    from dalle_mini_core.evaluation.prior import _distinct_rows, cosine_to_true, embed_dataset, retrieval_hits
+    from dalle_mini_core.evaluation.report import load_stage
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--galleries", type=int, default=5)

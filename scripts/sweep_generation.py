@@ -2,7 +2,7 @@
 
     python scripts/sweep_generation.py --weights DIR --json sweep.json [--per-prompt 4] [--prompts 54]
 
-Each row runs `evaluate.caption_report` (54 seen + 54 held-out one-object prompts, the reader
+Each row runs `evaluation.report.caption_report` (54 seen + 54 held-out one-object prompts, the reader
 grades every stated attribute) with `GENERATE_DEFAULTS` changed by the row's settings, on one
 loaded pipeline and one seed, so the rows differ only by those settings. Used to choose the
 defaults of `dalle-mini generate` and for notebook 10's tables; prints a table at the end.
@@ -32,7 +32,7 @@ ROWS: list[tuple[str, dict]] = [
 def main(argv: list[str] | None = None) -> int:
     import torch
 
-    from dalle_mini_core.evaluate import caption_report
+    from dalle_mini_core.evaluation.report import caption_report
     from dalle_mini_core.pipeline import UnCLIP
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

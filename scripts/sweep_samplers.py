@@ -6,19 +6,19 @@
 The pipeline is cut at its stages so each setting is measured on the SAME inputs:
 
 1. the text embeddings z_t of `--prompts` seen and `--prompts` held-out one-object prompts
-   (`metrics.prompt_set`, the caption-accuracy prompts), one image per prompt;
+   (`evaluation.captions.prompt_set`, the caption-accuracy prompts), one image per prompt;
 2. **prior** rows: image embeddings z_i for each prior setting from the same noise, scored by
    their cosine to the old default's (50 DDIM steps) — how far fewer steps move the sample —
    and to the text embedding (decoding every prior row costs more than a shared CPU allows; the
    caption accuracy of the chosen prior is measured by the whole-pipeline comparison);
 3. **decoder** rows: 32×32 pictures from the default prior's z_i, every row from the same
    seed (so the same starting noise x_T through each sampler); scored by the clean share
-   (`metrics.clean_share`) and caption accuracy at 32×32 (the attribute reader);
+   (`evaluation.captions.clean_share`) and caption accuracy at 32×32 (the attribute reader);
 4. **upsampler** rows: 64×64 pictures from one decoder row's 32×32 pictures
    (``--upsampler-input``), every row from the same seed; scored the same way at 64×64.
 
 ``--compare old new`` instead runs the whole pipeline at the old and the new defaults on the
-caption-accuracy report's prompts (`evaluate.caption_report`: 54 seen + 54 held-out prompts, one
+caption-accuracy report's prompts (`evaluation.report.caption_report`: 54 seen + 54 held-out prompts, one
 image each, seed 0 — the same prompts and images per prompt as the shipped eval report), and
 records caption accuracy and the clean share per stage output for each.
 
@@ -66,9 +66,7 @@ UPSAMPLER_ROWS = [
 def _score(images, prompts, n_seen):
     """Clean share and caption accuracy (seen, held-out) of images whose rows follow `prompts`."""
     from dalle_mini_core.data.reader import score_captions
-    from dalle_mini_core.metrics import background_roughness
-
-    from dalle_mini_core.metrics import CLEAN_THRESHOLD
+    from dalle_mini_core.evaluation.captions import CLEAN_THRESHOLD, background_roughness
 
     rough = background_roughness(images)
     seen = score_captions(images[:n_seen], prompts[:n_seen])["all"]
@@ -85,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch.nn.functional as F
 
     from dalle_mini_core.defaults import GENERATE_DEFAULTS as D
-    from dalle_mini_core.metrics import CLEAN_THRESHOLD, prompt_set
+    from dalle_mini_core.evaluation.captions import CLEAN_THRESHOLD, prompt_set
     from dalle_mini_core.pipeline import UnCLIP
     from dalle_mini_core.sampling import model_calls
     from dalle_mini_core.stages import machine_description
@@ -211,7 +209,7 @@ def compare(pipe, args, t_start) -> int:
     import torch
 
     from dalle_mini_core.defaults import GENERATE_DEFAULTS
-    from dalle_mini_core.evaluate import caption_report
+    from dalle_mini_core.evaluation.report import caption_report
     from dalle_mini_core.stages import machine_description
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))

@@ -5,7 +5,7 @@
 Trains the emoji CLIP with clip.py's recipe for MODE, encodes every train and test emoji once
 (`decoder.embed_emoji`, images at 32×32), trains a decoder with decoder.py's recipe for MODE on
 the train split, then decodes the embeddings of 82 train and the 82 test emoji and asks the CLIP
-which emoji each decoded picture is (`decoder.decoded_retrieval`; chance top-1 1/82). Writes
+which emoji each decoded picture is (`evaluation.decoder.decoded_retrieval`; chance top-1 1/82). Writes
 runs/emoji_decoder_<MODE>.json and two picture grids (top row: the emoji, bottom: decoded).
 Nothing is shipped: emoji pictures worth looking at need the gpu recipe.
 """
@@ -23,7 +23,8 @@ def main(mode: str = "cpu") -> int:
     import torch
 
     from dalle_mini_core.clip import train_clip
-    from dalle_mini_core.decoder import decoded_retrieval, embed_emoji, train_decoder
+    from dalle_mini_core.decoder import embed_emoji, train_decoder
+    from dalle_mini_core.evaluation.decoder import decoded_retrieval
     from dalle_mini_core.paths import runs_dir
     from dalle_mini_core.viz import save_grid
 

@@ -67,7 +67,7 @@ def no_work(monkeypatch):
         raise AssertionError("work started before the bad input was refused")
 
     monkeypatch.setattr(UnCLIP, "from_pretrained", classmethod(lambda cls, *a, **k: refuse()))
-    monkeypatch.setattr("dalle_mini_core.evaluate.evaluate", refuse)
+    monkeypatch.setattr("dalle_mini_core.evaluation.report.evaluate", refuse)
     monkeypatch.setattr("dalle_mini_core.data.emoji.EmojiDataset.__init__", refuse)
 
 
@@ -460,7 +460,7 @@ def test_eval_json_is_a_folder_before_any_work(tmp_path, capsys, no_work):
 
 def test_eval_writes_strict_json_atomically(tmp_path, capsys, monkeypatch):
     """The report is written after the work through a temp file; NaN becomes null (strict JSON)."""
-    monkeypatch.setattr("dalle_mini_core.evaluate.evaluate", lambda *a, **k: {"clip": {"top1": 0.5, "bad": math.nan}})
+    monkeypatch.setattr("dalle_mini_core.evaluation.report.evaluate", lambda *a, **k: {"clip": {"top1": 0.5, "bad": math.nan}})
     target = tmp_path / "r.json"
     rc, out, _ = run(["eval", "shapes", "--json", target, "--n", 3], capsys)
     assert rc == 0 and str(target) in out

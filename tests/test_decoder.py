@@ -15,7 +15,6 @@ from dalle_mini_core.decoder import (
     Decoder,
     DecoderConfig,
     PositionalAttention,
-    attribute_accuracy,
     compare_spatial,
     embed_shapes,
     embedding_batches,
@@ -313,20 +312,13 @@ class FakeCLIP(torch.nn.Module):
         return F.normalize(self.proj(images.flatten(1)), dim=-1)
 
 
-def test_embed_shapes_and_attribute_accuracy_run_end_to_end():
+def test_embed_shapes_runs_end_to_end():
     torch.manual_seed(0)
     clip = FakeCLIP()
     bank = embed_shapes(clip, 4, num_objects=(1,), batch_size=3)
     assert bank["image"].shape == (4, 3, 32, 32) and bank["image_emb"].shape == (4, D)
     torch.testing.assert_close(bank["image_emb"].norm(dim=-1), torch.ones(4))
     assert bank["tokens"].shape[0] == 4 and len(bank["caption"]) == 4
-    unet = UNetConfig(image_size=32, base_channels=16, channel_mult=(1, 2), num_res_blocks=1,
-                      attention_resolutions=(16,), num_heads=2, num_groups=8)
-    dec = Decoder(DecoderConfig(unet=unet, embed_dim=D, context_width=16, spatial="attention"))
-    acc = attribute_accuracy(dec, clip, num_images=3, steps=2, batch_size=2)
-    assert acc["images"].shape == (3, 3, 32, 32) and len(acc["captions"]) == 3
-    assert all(0.0 <= acc[k] <= 1.0 for k in ("shape", "colour", "size", "position", "all"))
-    assert acc["captions"][0].startswith("a ")  # the full one-object template
 
 
 def test_compare_spatial_trains_one_decoder_per_option_on_the_same_budget():
@@ -339,9 +331,9 @@ def test_compare_spatial_trains_one_decoder_per_option_on_the_same_budget():
     assert 0.0 <= out["map"]["position"] <= 1.0
 
 
-def test_embed_emoji_and_decoded_retrieval_on_the_test_split():
+def test_embed_emoji_on_the_test_split():
     from dalle_mini_core.clip import CLIPModel, clip_config
-    from dalle_mini_core.decoder import decoded_retrieval, embed_emoji
+    from dalle_mini_core.decoder import embed_emoji
 
     torch.manual_seed(0)
     clip = CLIPModel(clip_config("emoji")).eval()
@@ -350,12 +342,5 @@ def test_embed_emoji_and_decoded_retrieval_on_the_test_split():
     assert bank["image"].shape == (n, 3, 32, 32) and bank["image_emb"].shape == (n, clip.embed_dim)
     assert torch.allclose(bank["image_emb"].norm(dim=-1), torch.ones(n), atol=1e-4)
     assert bank["image"].min() >= -1 and bank["image"].max() <= 1 and bank["tokens"].shape[0] == n
-    # a tiny decoder of the bank's embedding size: the measure runs and stays in range
-    dec = Decoder(DecoderConfig(unet=UNetConfig(image_size=32, base_channels=16, channel_mult=(1, 2),
-                                                num_res_blocks=1, attention_resolutions=(), num_groups=8),
-                                embed_dim=clip.embed_dim, context_width=16)).eval()
-    sub = {k: v[:6] for k, v in bank.items()}
-    r = decoded_retrieval(dec, clip, sub, clip_size=64, steps=2, seed=0)
-    assert r["n"] == 6 and 0.0 <= r["top1"] <= r["top5"] <= 1.0 and r["images"].shape == (6, 3, 32, 32)
     with pytest.raises(ValueError, match="image_size"):
         embed_emoji(clip, "test", image_size=48)

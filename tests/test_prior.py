@@ -1,4 +1,4 @@
-"""Tests of the diffusion prior (dalle_mini_core.prior): layout, causality, dropout, sampling, metrics."""
+"""Tests of the diffusion prior (dalle_mini_core.prior): layout, causality, dropout, sampling (measures: test_evaluation_prior.py)."""
 from __future__ import annotations
 
 import math
@@ -7,21 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from dalle_mini_core.evaluation.prior import cosine_to_true
 from dalle_mini_core.prior import (
     CausalSelfAttention,
     DiffusionPrior,
     PriorConfig,
     PriorTransformer,
     causal_mask,
-    cosine_to_true,
-    evaluate_prior,
     load_prior,
-    mean_pairwise_cosine_distance,
-    nearest_neighbour_baseline,
     rerank,
-    retrieval_top1,
     save_prior,
-    text_embedding_baseline,
 )
 from dalle_mini_core.diffusion import scale_embedding, unscale_embedding
 from dalle_mini_core.sampling import guided
@@ -281,91 +276,6 @@ def test_sample_best_of_returns_the_reranked_sample():
     scores = F.cosine_similarity(all4, text[:, None], dim=-1)  # (3, 4)
     assert torch.allclose(best, all4[torch.arange(3), scores.argmax(1)])
     assert (F.cosine_similarity(best, text) >= scores.max(1).values - 1e-6).all()
-
-
-# --- baselines and metrics ------------------------------------------------------------------------
-
-
-def test_baselines_and_metrics():
-    train_text, train_image = unit(10, D), unit(10, D, seed=1)
-    query = train_text[[4, 7]] + 0.01 * unit(2, D, seed=2)
-    assert torch.equal(nearest_neighbour_baseline(query, train_text, train_image), train_image[[4, 7]])
-    assert torch.equal(text_embedding_baseline(query), query)
-    gallery = unit(6, D, seed=3)
-    assert retrieval_top1(gallery, gallery) == 1.0
-    assert retrieval_top1(gallery.roll(1, dims=0), gallery) == 0.0
-    assert cosine_to_true(gallery, gallery) == pytest.approx(1.0)
-    assert mean_pairwise_cosine_distance(gallery[:1].repeat(4, 1)) == pytest.approx(0.0, abs=1e-6)
-    # two orthogonal vectors: distance exactly 1
-    assert mean_pairwise_cosine_distance(torch.eye(2)) == pytest.approx(1.0)
-
-
-def test_retrieval_with_relevance_counts_any_scene_the_caption_fits():
-    gallery = unit(4, D, seed=3)
-    pred = gallery[[1, 1, 2, 3]]  # row 0 retrieves scene 1
-    relevance = torch.eye(4, dtype=torch.bool)
-    assert retrieval_top1(pred, gallery, relevance) == pytest.approx(0.75)  # strict: row 0 misses
-    relevance[0, 1] = True  # caption 0 also describes scene 1
-    assert retrieval_top1(pred, gallery, relevance) == pytest.approx(1.0)
-    assert retrieval_top1(pred, gallery) == pytest.approx(0.75)  # no relevance: strict
-    with pytest.raises(ValueError, match="relevance must be"):
-        retrieval_top1(pred, gallery, relevance[:3])
-    with pytest.raises(ValueError, match=r"relevance\[i, i\]"):
-        retrieval_top1(pred, gallery, torch.zeros(4, 4, dtype=torch.bool))
-
-
-def test_evaluate_prior_report_keys():
-    prior = DiffusionPrior(tiny_config()).eval()
-    N = 30
-    tokens = torch.arange(N * L).view(N, L) % V
-    tokens[:, 0] = torch.arange(N)  # every caption distinct
-    data = {"text_emb": unit(N, D), "image_emb": unit(N, D, seed=1), "tokens": tokens}
-    out = evaluate_prior(prior, data, data, n=12, seed=3, steps=4, diversity_captions=2, diversity_samples=3)
-    methods = {"prior", "text_embedding", "nearest_neighbour"}
-    assert out["n"] == 12 and out["seed"] == 3
-    assert len(out["rows"]) == 12 and len(set(out["rows"])) == 12  # the distinct-caption rows scored
-    for key in ("retrieval_top1", "cosine_to_true", "cosine_to_unrelated", "diversity"):
-        assert set(out[key]) == methods
-    assert set(out["prior_mean"]) == {"retrieval_top1", "cosine_to_true", "cosine_to_unrelated"}
-    assert "retrieval_top1_relevant" not in out
-    everything = evaluate_prior(prior, data, data, n=12, seed=3, steps=4, diversity_captions=2, diversity_samples=3,
-                                relevance=lambda rows: torch.ones(len(rows), len(rows), dtype=torch.bool))
-    # every caption fits every scene: any retrieval is a hit
-    assert everything["retrieval_top1_relevant"] == {m: 1.0 for m in methods | {"prior_mean"}}
-    # the training set contains the test pairs, so the nearest neighbour is the true image
-    assert out["retrieval_top1"]["nearest_neighbour"] == 1.0
-    assert out["cosine_to_true"]["nearest_neighbour"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="distinct captions"):
-        evaluate_prior(prior, data, {**data, "tokens": torch.zeros(N, L, dtype=torch.long)}, n=5, steps=2)
-
-
-def test_evaluate_prior_oracle_and_groups():
-    prior = DiffusionPrior(tiny_config()).eval()
-    N = 30
-    tokens = torch.arange(N * L).view(N, L) % V
-    tokens[:, 0] = torch.arange(N)
-    data = {"text_emb": unit(N, D), "image_emb": unit(N, D, seed=1), "tokens": tokens}
-    # an oracle that returns the true image embeddings retrieves perfectly
-    out = evaluate_prior(prior, data, data, n=12, seed=3, steps=2, diversity_captions=2, diversity_samples=2,
-                         oracle=lambda rows: data["image_emb"][rows],
-                         groups=lambda rows: ["even" if int(r) % 2 == 0 else "odd" for r in rows],
-                         relevance=lambda rows: torch.eye(len(rows), dtype=torch.bool))
-    assert out["retrieval_top1"]["oracle_sample"] == 1.0
-    # an oracle that returns the same embedding for every draw of a caption has no spread
-    assert out["diversity"]["oracle_sample"] == pytest.approx(0.0, abs=1e-6)
-    assert out["cosine_to_true"]["oracle_sample"] == pytest.approx(1.0)
-    by = out["retrieval_top1_by_group"]
-    assert set(by) == {"even", "odd"} and by["even"]["n"] + by["odd"]["n"] == 12
-    for label in by:
-        assert by[label]["strict"]["oracle_sample"] == 1.0
-        assert set(by[label]["relevant"]) == {"prior", "text_embedding", "nearest_neighbour", "oracle_sample", "prior_mean"}
-    # the group scores average back to the overall score
-    overall = sum(by[g]["n"] * by[g]["strict"]["text_embedding"] for g in by) / 12
-    assert overall == pytest.approx(out["retrieval_top1"]["text_embedding"])
-    with pytest.raises(ValueError, match="oracle"):
-        evaluate_prior(prior, data, data, n=12, steps=2, oracle=lambda rows: data["image_emb"][:3])
-    with pytest.raises(ValueError, match="one label per row"):
-        evaluate_prior(prior, data, data, n=12, steps=2, groups=lambda rows: ["a"])
 
 
 def test_prior_without_tokens_reads_only_the_text_embedding():

@@ -219,7 +219,7 @@ def test_c2_model_class_naming_a_module_is_refused_by_load_pretrained(tmp_path, 
 
 
 def test_c3_eval_weights_never_calls_the_model_class_a_file_names(attacker_folder):
-    from dalle_mini_core.evaluate import load_stage
+    from dalle_mini_core.evaluation.report import load_stage
 
     folder, markers = attacker_folder
     # the probe's case: "model_class": <a callable>, "config": null in shapes_clip.json

@@ -12,14 +12,14 @@ Sections (each carries the sample count and seed it used):
   (the two baselines of notebook 07), when prior weights exist; on shapes also ``oracle_sample``
   (fresh scenes of each caption through CLIP: a perfect prior's samples, what a faithful
   sampler scores) and ``retrieval_top1_by_group`` (the same scores per kind of caption,
-  `clip.shapes_caption_kind`);
+  `evaluation.clip.shapes_caption_kind`);
 * ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
-  upsampler) draws images for fixed one-object prompts (`metrics.prompt_set`), and the
+  upsampler) draws images for fixed one-object prompts (`captions.prompt_set`), and the
   attribute reader checks every attribute each prompt stated: ``seen`` and ``heldout``
   (colour–shape pairs never in the training split), ``per_attribute`` for both, with ``n``
   prompts per kind, ``n_per_prompt``, ``seed`` and the generation settings; when all four
   pipeline weights exist. Beside it ``clean_share``: the share of those same pictures whose
-  background is as flat as the data's (`metrics.clean_share`), per stage output — ``decoder``
+  background is as flat as the data's (`captions.clean_share`), per stage output — ``decoder``
   (its 32×32 pictures) and ``upsampler`` (the final ones) — overall and for seen and held-out.
 
 The weights are ``<dataset>_{clip,prior,decoder,upsampler}`` in a folder (``--weights``, e.g. the
@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from .defaults import GENERATE_DEFAULTS
-from .device import get_device, run_mode
+from ..defaults import GENERATE_DEFAULTS
+from ..device import get_device, run_mode
 
 __all__ = ["evaluate", "load_stage"]
 
@@ -51,13 +51,13 @@ def load_stage(dataset: str, stage: str, weights: str | Path | None = None) -> t
     loaded with `checkpoints.load_from_folder` (its MANIFEST.json checked, or a warning without
     one), the shipped weights with `checkpoints.load_pretrained` (sha256-checked).
     """
-    from .checkpoints import load_from_folder, load_pretrained, resolve_class
+    from ..checkpoints import load_from_folder, load_pretrained, resolve_class
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
     if stage not in STAGE_CLASSES:
         raise ValueError(f"stage must be one of {tuple(STAGE_CLASSES)}, got {stage!r}")
-    build = resolve_class(STAGE_CLASSES[stage], "model", source="evaluate.STAGE_CLASSES")
+    build = resolve_class(STAGE_CLASSES[stage], "model", source="evaluation.report.STAGE_CLASSES")
     name = f"{dataset}_{stage}"
     if weights is None:
         try:
@@ -73,11 +73,11 @@ def load_stage(dataset: str, stage: str, weights: str | Path | None = None) -> t
 
 def _datasets(dataset: str, n_train: int, n_test: int):
     if dataset == "shapes":
-        from .data.shapes import ShapesDataset
+        from ..data.shapes import ShapesDataset
 
         return (ShapesDataset("train", length=n_train, image_size=32, seed=0),
                 ShapesDataset("test", length=n_test, image_size=32, seed=0))
-    from .data.emoji import EmojiDataset
+    from ..data.emoji import EmojiDataset
 
     return EmojiDataset("train", image_size=64), EmojiDataset("test", image_size=64)
 
@@ -87,12 +87,12 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
              gallery_size: int | None = None, captions: bool = True, n_prompts: int | None = None,
              n_per_prompt: int = 1, generate_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
     """The report described in the module docstring, as a JSON-ready dict."""
-    from .clip import attribute_accuracy, evaluate_retrieval
+    from .clip import evaluate_retrieval, zero_shot_attribute_accuracy
     from .prior import embed_dataset, evaluate_prior
 
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {DATASETS}, got {dataset!r}")
-    from . import validate as V
+    from .. import validate as V
 
     smoke = run_mode() == "smoke"  # None means the run mode's default; 0 is refused, not "default"
     n = (16 if smoke else 200) if n is None else V.integer("n", n, maximum=2000)
@@ -116,10 +116,10 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
                                "image_to_text_top1": r["image_to_text_top1"], "gallery_size": gallery,
                                "num_galleries": galleries, "n": gallery * galleries, "seed": seed}
     if dataset == "shapes":
-        from .data.shapes import ShapesDataset
+        from ..data.shapes import ShapesDataset
 
         one = ShapesDataset("test", length=n, image_size=32, num_objects=1, seed=seed)
-        acc = attribute_accuracy(clip, one, n=n)
+        acc = zero_shot_attribute_accuracy(clip, one, n=n)
         section["zero_shot_attribute_accuracy"] = dict(acc["accuracy"], all=acc["all_correct"], n=n, seed=seed)
     report["clip"] = section
 
@@ -166,7 +166,7 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
 
 
 def _has(dataset: str, stage: str, weights: str | Path | None) -> bool:
-    from .paths import data_dir
+    from ..paths import data_dir
 
     folder = data_dir() / "weights" if weights is None else Path(weights)
     return (folder / f"{dataset}_{stage}.safetensors").is_file()
@@ -175,15 +175,15 @@ def _has(dataset: str, stage: str, weights: str | Path | None) -> bool:
 @torch.no_grad()
 def caption_report(weights: str | Path | None = None, *, n_prompts: int = 54, n_per_prompt: int = 1, seed: int = 0,
                    generate_kwargs: dict[str, Any] | None = None, pipeline: Any = None) -> dict[str, Any]:
-    """The ``caption_accuracy`` section: `metrics.evaluate_captions` on the shapes pipeline in `weights`.
+    """The ``caption_accuracy`` section: `captions.evaluate_captions` on the shapes pipeline in `weights`.
 
     Generation settings are `GENERATE_DEFAULTS` updated by `generate_kwargs`; they are recorded
     in the section with the wall time and the seconds per image on this machine.
     """
     import time
 
-    from .metrics import evaluate_captions
-    from .pipeline import UnCLIP
+    from .captions import evaluate_captions
+    from ..pipeline import UnCLIP
 
     pipe = pipeline if pipeline is not None else UnCLIP.from_pretrained("shapes", folder=weights)
     settings = {**GENERATE_DEFAULTS, **(generate_kwargs or {})}
@@ -211,7 +211,7 @@ class _StageRecorder:
 
     def clean_report(self, n_seen: int) -> dict[str, Any]:
         """Clean share of every picture made, per stage output; the first `n_seen` are the seen prompts'."""
-        from .metrics import CLEAN_THRESHOLD, background_roughness
+        from .captions import CLEAN_THRESHOLD, background_roughness
 
         report: dict[str, Any] = {"threshold": CLEAN_THRESHOLD}
         stages = {"decoder": torch.cat(self.low)}

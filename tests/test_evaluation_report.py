@@ -73,7 +73,7 @@ def pipeline_weights(weights, tmp_path_factory):
 
 
 def test_eval_adds_caption_accuracy_when_the_whole_pipeline_exists(pipeline_weights, tmp_path):
-    from dalle_mini_core.evaluate import evaluate
+    from dalle_mini_core.evaluation.report import evaluate
 
     fast = {"prior_steps": 2, "decoder_steps": 2, "upsampler_steps": 2}
     report = evaluate("shapes", weights=pipeline_weights, n=8, n_prompts=3, n_per_prompt=2, generate_kwargs=fast)
@@ -119,7 +119,7 @@ def test_eval_emoji_writes_clip_and_prior_sections(tmp_path):
 ])
 def test_evaluate_refuses_zero_and_bad_counts_before_any_work(kwargs, match):
     """Probe 1e: in the Python API `n=0` used to mean "the default"; now it is refused like the CLI's --n 0."""
-    from dalle_mini_core.evaluate import evaluate
+    from dalle_mini_core.evaluation.report import evaluate
 
     with pytest.raises((ValueError, TypeError), match=match):
         evaluate("shapes", **kwargs)

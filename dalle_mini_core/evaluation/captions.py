@@ -34,9 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data.attributes import COLOURS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, caption
-from .data.reader import _dilate, estimate_background, label_components, score_captions
-from .data.shapes import HELDOUT_COMBINATIONS
+from ..data.attributes import COLOURS, POSITIONS, SHAPES, SIZES, Scene, ShapeObject, caption
+from ..data.reader import _dilate, estimate_background, label_components, score_captions
+from ..data.shapes import HELDOUT_COMBINATIONS
 
 __all__ = [
     "CLEAN_THRESHOLD",
@@ -69,7 +69,7 @@ class _Generator(Protocol):
 #: `background_roughness` above this is "not clean". Chosen by `calibrate_clean_threshold()` on
 #: 150 scenes rendered clean, soft and corrupted at 32×32 and 64×64 (the midpoint between the
 #: clean and soft renders' 99th percentile and the corrupted ones' 1st percentile: 0.049 and
-#: 0.120); tests/test_metrics.py recomputes it.
+#: 0.120); tests/test_evaluation_captions.py recomputes it.
 CLEAN_THRESHOLD: float = 0.085
 
 _OBJECT_DISTANCE = 0.5  # RGB distance from the background that marks object pixels (as the reader)
@@ -127,7 +127,7 @@ def clean_share(images: torch.Tensor, threshold: float = CLEAN_THRESHOLD) -> flo
 def _renders(n: int, image_size: int, seed: int, kind: str) -> torch.Tensor:
     """`n` train scenes (1–2 objects): "clean" renders, "soft" ones (`render_corrupted` without its
     speckle: a drifting background, blur, a colour cast) or "corrupted" ones (all its defaults)."""
-    from .data.shapes import ShapesDataset, render, render_corrupted
+    from ..data.shapes import ShapesDataset, render, render_corrupted
 
     data = ShapesDataset("train", length=n, image_size=image_size, seed=seed)
     scenes = [data.scene(i) for i in range(n)]

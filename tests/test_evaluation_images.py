@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dalle_mini_core.image_metrics import (
+from dalle_mini_core.evaluation.images import (
     clip_image_features, frechet_distance, identity_retrieval, kernel_distance, pixel_features,
 )
 

@@ -1,4 +1,4 @@
-"""Tests for metrics.py: prompt sets, caption accuracy, CLIP score, R-precision.
+"""Tests for evaluation/captions.py: prompt sets, caption accuracy, CLIP score, R-precision.
 
 Caption accuracy is tested with fake pipelines whose answers we know: one renders the
 ground truth of each prompt (must score 1.0), one returns blank images (0.0), one gets the
@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from dalle_mini_core.data import COLOURS, HELDOUT_COMBINATIONS, Scene, ShapeObject, parse_caption, render
-from dalle_mini_core.metrics import (
+from dalle_mini_core.evaluation.captions import (
     attribute_scores,
     caption_accuracy,
     clip_score,
@@ -179,7 +179,7 @@ def _scenes(n: int, size: int, seed: int = 7):
 def test_clean_renders_are_clean_and_corrupted_ones_are_not(size):
     """On renders the calibration did not use (test split): clean ≥ 99%, speckled mostly not."""
     from dalle_mini_core.data.shapes import render_corrupted
-    from dalle_mini_core.metrics import CLEAN_THRESHOLD, background_roughness, clean_share, is_clean
+    from dalle_mini_core.evaluation.captions import CLEAN_THRESHOLD, background_roughness, clean_share, is_clean
 
     scenes = _scenes(60, size)
     clean = torch.stack([render(sc, size) for sc in scenes])
@@ -193,7 +193,7 @@ def test_clean_renders_are_clean_and_corrupted_ones_are_not(size):
 
 
 def test_speckle_and_blotches_on_a_flat_background_are_caught_but_objects_are_not():
-    from dalle_mini_core.metrics import is_clean
+    from dalle_mini_core.evaluation.captions import is_clean
 
     scene = Scene((ShapeObject("circle", "red", "large", "centre"),))
     base = render(scene, 32)  # (3, 32, 32)
@@ -212,7 +212,7 @@ def test_speckle_and_blotches_on_a_flat_background_are_caught_but_objects_are_no
 
 def test_clean_threshold_is_the_calibrated_one():
     """CLEAN_THRESHOLD is what `calibrate_clean_threshold` chooses (on fewer renders: within 0.02)."""
-    from dalle_mini_core.metrics import CLEAN_THRESHOLD, calibrate_clean_threshold
+    from dalle_mini_core.evaluation.captions import CLEAN_THRESHOLD, calibrate_clean_threshold
 
     cal = calibrate_clean_threshold(n=60, image_sizes=(32, 64))
     assert abs(cal["threshold"] - CLEAN_THRESHOLD) < 0.02, cal
@@ -220,7 +220,7 @@ def test_clean_threshold_is_the_calibrated_one():
 
 
 def test_background_roughness_checks_its_input():
-    from dalle_mini_core.metrics import background_roughness
+    from dalle_mini_core.evaluation.captions import background_roughness
 
     with pytest.raises(ValueError, match="images"):
         background_roughness(torch.zeros(3, 32, 32))
