@@ -298,8 +298,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load_uncond() -> Any:
     """The shipped unconditional shapes denoiser (checked against the manifest), or None with a note."""
-    from .checkpoints import load_pretrained
     from .device import get_device
+    from .weights import load_pretrained
 
     try:
         return load_pretrained("shapes_uncond", device=get_device()).eval()
@@ -316,7 +316,7 @@ def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None)
 
     from .device import get_device
     from .diffusion import Denoiser
-    from .pipeline import _stderr_is_tty
+    from .pipeline_io import stderr_is_tty
     from .sampling import ddim_sample
     from .schedule import NoiseSchedule
 
@@ -324,7 +324,7 @@ def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None)
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(16, 3, 32, 32, generator=gen)
     x0 = ddim_sample(model, x_T.to(get_device()), model.schedule.respace(25).to(get_device()), generator=gen,
-                     progress=_stderr_is_tty() if progress is None else progress)
+                     progress=stderr_is_tty() if progress is None else progress)
     return _save_grid(x0.cpu(), path, nrow=8, scale=4)
 
 
@@ -344,7 +344,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
                       n_prompts=n_prompts, n_per_prompt=per_prompt)
-    from .checkpoints import json_dumps_strict
+    from .registry import json_dumps_strict
 
     text = json_dumps_strict(report, indent=2)  # NaN/inf as null: strict JSON parsers reject a bare NaN
     if json_path is not None:

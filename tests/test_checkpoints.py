@@ -13,23 +13,21 @@ import torch
 from torch import nn
 
 from dalle_mini_core import checkpoints
+from dalle_mini_core import registry as registry_module
 from dalle_mini_core.checkpoints import (
     CheckpointMismatchError,
     CheckpointWarning,
-    UnknownClassError,
-    UnverifiedWeightsWarning,
-    config_from_dict,
-    config_to_dict,
-    json_dumps_strict,
     load_checkpoint,
-    load_from_folder,
-    load_pretrained,
-    load_training_state,
     load_weights,
     read_checkpoint_json,
-    register,
     save_checkpoint,
-    save_training_state,
+)
+from dalle_mini_core.registry import UnknownClassError, config_from_dict, config_to_dict, json_dumps_strict, register
+from dalle_mini_core.train_state import load_training_state, save_training_state
+from dalle_mini_core.weights import (
+    UnverifiedWeightsWarning,
+    load_from_folder,
+    load_pretrained,
     sha256_file,
     verify_manifest,
     write_manifest,
@@ -108,7 +106,7 @@ def test_save_load_round_trip(tmp_path):
 @pytest.fixture()
 def registry(monkeypatch):
     """A private copy of the class registry, so registrations end with the test."""
-    monkeypatch.setattr(checkpoints, "_REGISTERED", dict(checkpoints._REGISTERED))
+    monkeypatch.setattr(registry_module, "_REGISTERED", dict(registry_module._REGISTERED))
 
 
 def test_stored_class_names_resolve_only_through_the_registry(tmp_path, registry):

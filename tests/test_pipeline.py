@@ -12,11 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dalle_mini_core.checkpoints import save_checkpoint, write_manifest
-from dalle_mini_core.pipeline import Generation, UnCLIP, UnCLIPOutput, check_image, slerp, text_diff_embeddings
+from dalle_mini_core.checkpoints import save_checkpoint
+from dalle_mini_core.latents import slerp, text_diff_embeddings
+from dalle_mini_core.pipeline import Generation, UnCLIP, UnCLIPOutput
+from dalle_mini_core.pipeline_io import check_image
 from dalle_mini_core.prior import DiffusionPrior, PriorConfig
 from dalle_mini_core.unet import UNetConfig
 from dalle_mini_core.upsampler import Upsampler, UpsamplerConfig
+from dalle_mini_core.weights import write_manifest
 from tiny_unclip import D, tiny_parts
 FAST = dict(prior_steps=3, decoder_steps=3, upsampler_steps=2)  # generate's step counts in these tests
 EDIT = dict(decoder_steps=3, upsampler_steps=2)  # the edits' step counts

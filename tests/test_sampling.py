@@ -26,16 +26,13 @@ from dalle_mini_core.sampling import (
     ddim_invert,
     ddim_sample,
     ddpm_sample,
-    dpmpp_2m_sample,
-    euler_sample,
     guided,
-    heun_sample,
-    karras_timesteps,
     model_calls,
     run_sampler,
     sampling_schedule,
 )
 from dalle_mini_core.schedule import NoiseSchedule
+from dalle_mini_core.solvers import dpmpp_2m_sample, euler_sample, heun_sample, karras_timesteps
 
 T = 1000
 SHAPE = (4, 2, 4, 4)  # (B, C, H, W)

@@ -10,16 +10,8 @@ import torch
 from torch import nn
 
 from dalle_mini_core.checkpoints import load_weights
-from dalle_mini_core.train import (
-    EMA,
-    TrainConfig,
-    TrainingDiverged,
-    latest_checkpoint,
-    load_run_weights,
-    lr_at,
-    read_metrics,
-    train,
-)
+from dalle_mini_core.runlog import latest_checkpoint, load_run_weights, read_metrics
+from dalle_mini_core.train import EMA, TrainConfig, TrainingDiverged, lr_at, train
 
 
 class TinyRegressor(nn.Module):
@@ -322,7 +314,7 @@ def test_plot_losses_reads_the_metric_log(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from dalle_mini_core.train import plot_losses
+    from dalle_mini_core.runlog import plot_losses
 
     train(fresh_model(), batch_fn, cfg(steps=8, out_dir=str(tmp_path)))
     fig = plot_losses(tmp_path, title="tiny")
