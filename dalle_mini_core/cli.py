@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import validate as V
+from .options import DATASETS, RUN_MODES, STAGES
 
 __all__ = ["main"]
 
@@ -267,7 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
     from .paths import runs_dir
-    from .stages import STAGES, process_rank, train_all
+    from .stages import process_rank, train_all
     from .train import TrainingDiverged
 
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -445,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train stages of the shapes pipeline into --out. Resumable: after an "
                                    "interruption, run the same command again; finished stages are skipped and the "
                                    "interrupted one resumes from its checkpoint (in OUT/train_runs/).")
-    p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"],
+    p.add_argument("stage", choices=["all", *STAGES],
                    help="the stage to train, or all four in order (prior and decoder need a CLIP in --out)")
-    p.add_argument("--mode", choices=["smoke", "cpu", "gpu"],
+    p.add_argument("--mode", choices=RUN_MODES,
                    help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode: DALLE_MINI_MODE, else gpu "
                         "with CUDA, else cpu)")
     p.add_argument("--out", help="folder for the weights (default: weights/ in the runs folder, DALLE_MINI_RUNS; "
@@ -462,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)", formatter_class=_Help)
-    p.add_argument("dataset", choices=["shapes", "emoji"], help="which pipeline's stages to measure")
+    p.add_argument("dataset", choices=DATASETS, help="which pipeline's stages to measure")
     p.add_argument("--weights", help="folder with <dataset>_clip / <dataset>_prior (default: the shipped data/weights)")
     p.add_argument("--json", help="also write the report to this file (default: print it only)")
     p.add_argument("--n", type=int, help=f"samples per measurement, 1 … {MAX_EVAL_N} (default: 200; 16 in smoke mode)")

@@ -26,12 +26,10 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
+from .options import PREDICTIONS, check_prediction  # the three prediction types, defined in options
 from .schedule import NoiseSchedule
 
 __all__ = ["PREDICTIONS", "check_prediction", "check_embeddings", "model_output_to_x0_eps", "Denoiser"]
-
-PREDICTIONS = ("eps", "x0", "v")
-
 
 def check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
     """Return `emb` if it is a float tensor of shape (B, `dim`) (a batch of CLIP embeddings);
@@ -41,13 +39,6 @@ def check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
     if emb.dim() != 2 or emb.shape[1] != dim:
         raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
     return emb
-
-
-def check_prediction(prediction: str) -> str:
-    """Return `prediction` if it is one of ``"eps"``, ``"x0"``, ``"v"``; raise ValueError otherwise."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    return prediction
 
 
 def model_output_to_x0_eps(

@@ -38,7 +38,7 @@ from torch import nn
 from . import validate as V
 from .defaults import GENERATE_DEFAULTS
 from .latents import slerp, text_diff_embeddings
-from .options import check_sampler
+from .options import check_sampler, model_device
 from .pipeline_io import PARTS, Progress, call_settings, check_image, load_parts, output_images, save_parts
 
 __all__ = [
@@ -169,7 +169,7 @@ class UnCLIP(nn.Module):
         pipe.dataset = dataset
         channels_last = V.boolean("channels_last", channels_last, allow_none=True)
         if channels_last is None:
-            channels_last = device.type == "cpu"
+            channels_last = model_device(pipe.clip).type == "cpu"  # where the weights now are
         if channels_last:
             pipe.use_channels_last()
         return pipe

@@ -45,6 +45,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .options import ScheduleKind, check_schedule_kind
+
 __all__ = ["linear_betas", "cosine_betas", "extract", "NoiseSchedule"]
 
 
@@ -230,13 +232,11 @@ class NoiseSchedule(nn.Module):
         self.register_buffer("timestep_map", timestep_map, persistent=False)
 
     @classmethod
-    def make(cls, kind: str = "cosine", num_timesteps: int = 1000) -> "NoiseSchedule":
-        """A schedule by name: ``"cosine"`` (Nichol & Dhariwal 2021) or ``"linear"`` (Ho et al. 2020)."""
-        if kind == "cosine":
-            return cls(cosine_betas(num_timesteps))
-        if kind == "linear":
-            return cls(linear_betas(num_timesteps))
-        raise ValueError(f"kind must be 'cosine' or 'linear', got {kind!r}")
+    def make(cls, kind: ScheduleKind = "cosine", num_timesteps: int = 1000) -> "NoiseSchedule":
+        """A schedule by name (`options.SCHEDULE_KINDS`): ``"cosine"`` (Nichol & Dhariwal 2021) or
+        ``"linear"`` (Ho et al. 2020)."""
+        betas = {"cosine": cosine_betas, "linear": linear_betas}[check_schedule_kind(kind, "kind")]
+        return cls(betas(num_timesteps))
 
     @property
     def num_timesteps(self) -> int:
