@@ -439,3 +439,20 @@ def test_shipped_json_is_strict():
     assert files
     for path in files:
         _strict(path.read_text())
+
+
+def test_names_that_moved_out_of_checkpoints_are_still_importable_from_it():
+    """Earlier code (and students' notebooks) import these from checkpoints; they live in registry,
+    train_state and weights now, and the old import gives the same object."""
+    from dalle_mini_core import train_state, weights
+
+    moved = {registry_module: ["UnknownClassError", "register", "registered_classes", "resolve_class",
+                               "config_to_dict", "config_from_dict", "json_dumps_strict"],
+             train_state: ["capture_rng_state", "restore_rng_state", "save_training_state", "load_training_state"],
+             weights: ["UnverifiedWeightsWarning", "sha256_file", "write_manifest", "verify_manifest",
+                       "load_pretrained", "load_from_folder"]}
+    for module, names in moved.items():
+        for name in names:
+            assert getattr(checkpoints, name) is getattr(module, name), name
+    with pytest.raises(AttributeError, match="has no attribute 'load_pretrainedd'"):
+        checkpoints.load_pretrainedd  # noqa: B018 - a typo is still an AttributeError

@@ -419,3 +419,13 @@ def test_from_pretrained_on_a_cpu_stores_conv_weights_channels_last_with_the_sam
     assert torch.allclose(again.generate("a red circle", seed=3, **FAST), a, atol=1e-6)
     with pytest.raises(TypeError, match="channels_last"):
         UnCLIP.from_pretrained("shapes", device="cpu", channels_last="yes")
+
+
+def test_slerp_and_check_image_are_still_importable_from_pipeline():
+    """They live in latents.py and pipeline_io.py now; the old imports reach the same functions."""
+    import dalle_mini_core.latents as latents
+    import dalle_mini_core.pipeline as pipeline
+    import dalle_mini_core.pipeline_io as pipeline_io
+
+    assert pipeline.slerp is latents.slerp and pipeline.text_diff_embeddings is latents.text_diff_embeddings
+    assert pipeline.check_image is pipeline_io.check_image and pipeline.PARTS is pipeline_io.PARTS
