@@ -82,14 +82,12 @@ class CheckpointMismatchError(ValueError):
     """A checkpoint's tensors do not match the model they are loaded into."""
 
 
-
 class CheckpointWarning(UserWarning):
     """Something about a checkpoint worth knowing that does not stop it from loading."""
 
 
-
 # ---------------------------------------------------------------------------------------------
-# 3. Files: atomic writes, safetensors read from the exact bytes that were checked
+# 1. Files: atomic writes, safetensors read from the exact bytes that were checked
 # ---------------------------------------------------------------------------------------------
 
 
@@ -213,7 +211,7 @@ def _read_json_bytes(data: bytes, source: str | os.PathLike) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. Model checkpoints: name.safetensors + name.json
+# 2. Model checkpoints: name.safetensors + name.json
 # ---------------------------------------------------------------------------------------------
 
 
@@ -447,7 +445,6 @@ def load_checkpoint(
     `load_from_folder` for weights you were given.
     """
     return _load(_stem(path), build, config_cls, device)
-
 
 
 # ---------------------------------------------------------------------------------------------

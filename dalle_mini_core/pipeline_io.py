@@ -215,7 +215,6 @@ def locate(dataset: object, folder: object) -> tuple[str, Path | None, tuple[str
     return dataset, None, None
 
 
-
 def load_parts(dataset: object, folder: object, *, device: object = None,
                upsampler: object = None) -> tuple[str, list[nn.Module]]:
     """(pipeline name, [clip, prior, decoder (, upsampler)]) for `UnCLIP.from_pretrained`: see there.

@@ -45,7 +45,6 @@ class UnknownClassError(ValueError):
     """A checkpoint names a class that is not registered; it was not imported."""
 
 
-
 # ---------------------------------------------------------------------------------------------
 # 1. The registry: the only classes a checkpoint may name.
 # ---------------------------------------------------------------------------------------------
@@ -273,4 +272,3 @@ def json_dumps_strict(obj: Any, **kwargs: Any) -> str:
         return v
 
     return json.dumps(clean(obj), allow_nan=False, **kwargs)
-

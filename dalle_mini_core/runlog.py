@@ -58,7 +58,6 @@ RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoi
                               "device", "ddp_find_unused", "out_dir"})
 
 
-
 def run_identity(config: TrainConfig, model: nn.Module) -> dict[str, Any]:
     """What a run directory records about the run (compared on resume)."""
     model_config = getattr(model, "config", None)
@@ -189,7 +188,6 @@ def prepare_run_dir(out: Path, identity: dict[str, Any], resume: bool, overwrite
         if not run_json.is_file():
             run_json.write_text(json.dumps(identity, indent=2, allow_nan=False) + "\n")
     return existing if resume else None
-
 
 
 def save_step(ckpt_root: Path, step: int, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer,

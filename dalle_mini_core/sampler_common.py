@@ -51,7 +51,6 @@ def check_inputs(model: Model, x: torch.Tensor, schedule: NoiseSchedule, predict
         )
 
 
-
 def level_steps(n: int, progress: bool, reverse: bool, desc: str):
     """Schedule indices n−1 … 0 (or 0 … n−1), optionally wrapped in a tqdm progress bar."""
     steps = range(n - 1, -1, -1) if reverse else range(n)
@@ -60,4 +59,3 @@ def level_steps(n: int, progress: bool, reverse: bool, desc: str):
 
         return tqdm(steps, desc=desc, leave=False)
     return steps
-

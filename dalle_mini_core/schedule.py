@@ -370,6 +370,6 @@ class NoiseSchedule(nn.Module):
         new_betas = 1.0 - kept_cumprod / prev
         out = NoiseSchedule(new_betas, timestep_map=self.timestep_map.cpu()[index])
         # the ORIGINAL schedule's ᾱ (float64, not a buffer): samplers that move between levels
-        # off this grid (Karras "churn", `sampling.euler_sample`) read the level of any original t
+        # off this grid (Karras "churn", `solvers.euler_sample`) read the level of any original t
         out.root_alphas_cumprod = getattr(self, "root_alphas_cumprod", alphas_cumprod)
         return out

@@ -311,4 +311,3 @@ def dpmpp_2m_sample(
         x = math.sqrt((1.0 - a_u) / (1.0 - a_s)) * x - math.sqrt(a_u) * math.expm1(-h) * d
         x0_prev, h_prev = x0, h
     return x
-

@@ -364,8 +364,6 @@ class TrainResult:
     train_time_s: float  # wall time of this call's steps, seconds
 
 
-
-
 def train(
     model: nn.Module,
     data: Callable[[int], dict[str, Any]] | Iterable[dict[str, Any]],
