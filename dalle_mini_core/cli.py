@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from . import validate as V
+from .options import DATASETS, RUN_MODES, STAGES
 
 __all__ = ["main"]
 
@@ -267,7 +268,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from safetensors import SafetensorError
 
     from .paths import runs_dir
-    from .stages import STAGES, process_rank, train_all
+    from .stages import process_rank, train_all
     from .train import TrainingDiverged
 
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -298,8 +299,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _load_uncond() -> Any:
     """The shipped unconditional shapes denoiser (checked against the manifest), or None with a note."""
-    from .checkpoints import load_pretrained
     from .device import get_device
+    from .weights import load_pretrained
 
     try:
         return load_pretrained("shapes_uncond", device=get_device()).eval()
@@ -316,7 +317,7 @@ def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None)
 
     from .device import get_device
     from .diffusion import Denoiser
-    from .pipeline import _stderr_is_tty
+    from .pipeline_io import stderr_is_tty
     from .sampling import ddim_sample
     from .schedule import NoiseSchedule
 
@@ -324,7 +325,7 @@ def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None)
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(16, 3, 32, 32, generator=gen)
     x0 = ddim_sample(model, x_T.to(get_device()), model.schedule.respace(25).to(get_device()), generator=gen,
-                     progress=_stderr_is_tty() if progress is None else progress)
+                     progress=stderr_is_tty() if progress is None else progress)
     return _save_grid(x0.cpu(), path, nrow=8, scale=4)
 
 
@@ -344,7 +345,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
                       n_prompts=n_prompts, n_per_prompt=per_prompt)
-    from .checkpoints import json_dumps_strict
+    from .registry import json_dumps_strict
 
     text = json_dumps_strict(report, indent=2)  # NaN/inf as null: strict JSON parsers reject a bare NaN
     if json_path is not None:
@@ -445,9 +446,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train stages of the shapes pipeline into --out. Resumable: after an "
                                    "interruption, run the same command again; finished stages are skipped and the "
                                    "interrupted one resumes from its checkpoint (in OUT/train_runs/).")
-    p.add_argument("stage", choices=["all", "clip", "prior", "decoder", "upsampler"],
+    p.add_argument("stage", choices=["all", *STAGES],
                    help="the stage to train, or all four in order (prior and decoder need a CLIP in --out)")
-    p.add_argument("--mode", choices=["smoke", "cpu", "gpu"],
+    p.add_argument("--mode", choices=RUN_MODES,
                    help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode: DALLE_MINI_MODE, else gpu "
                         "with CUDA, else cpu)")
     p.add_argument("--out", help="folder for the weights (default: weights/ in the runs folder, DALLE_MINI_RUNS; "
@@ -462,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(fn=_cmd_train)
 
     p = sub.add_parser("eval", help="measure the trained stages (CLIP retrieval, prior vs baselines)", formatter_class=_Help)
-    p.add_argument("dataset", choices=["shapes", "emoji"], help="which pipeline's stages to measure")
+    p.add_argument("dataset", choices=DATASETS, help="which pipeline's stages to measure")
     p.add_argument("--weights", help="folder with <dataset>_clip / <dataset>_prior (default: the shipped data/weights)")
     p.add_argument("--json", help="also write the report to this file (default: print it only)")
     p.add_argument("--n", type=int, help=f"samples per measurement, 1 … {MAX_EVAL_N} (default: 200; 16 in smoke mode)")

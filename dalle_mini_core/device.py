@@ -23,9 +23,11 @@ from typing import Any, Iterator, TypeVar
 import numpy as np
 import torch
 
+from .options import RUN_MODES, RunMode, check_mode
+
 __all__ = ["get_device", "seed_everything", "run_mode", "by_mode", "autocast", "describe"]
 
-MODES = ("smoke", "cpu", "gpu")
+MODES = RUN_MODES  # ("smoke", "cpu", "gpu"): `options.RunMode`
 T = TypeVar("T")
 
 
@@ -62,13 +64,11 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_mode() -> str:
+def run_mode() -> RunMode:
     """``"smoke"``, ``"cpu"`` or ``"gpu"`` (see the module docstring)."""
     forced = os.environ.get("DALLE_MINI_MODE", "").strip().lower()
     if forced:
-        if forced not in MODES:
-            raise ValueError(f"DALLE_MINI_MODE must be one of {MODES}, got {forced!r}")
-        return forced
+        return check_mode(forced, "DALLE_MINI_MODE")
     if os.environ.get("DALLE_MINI_SMOKE", "").strip() not in ("", "0", "false", "False"):
         return "smoke"
     return "gpu" if torch.cuda.is_available() else "cpu"

@@ -40,16 +40,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .options import check_sampler, model_device
+from .options import PREDICTIONS, check_prediction, check_sampler, model_device  # the prediction types are defined in options
 from .schedule import NoiseSchedule
 
 __all__ = [
     "PREDICTIONS", "check_prediction", "check_embeddings", "model_output_to_x0_eps", "Denoiser",
     "scale_embedding", "unscale_embedding",
 ]
-
-PREDICTIONS = ("eps", "x0", "v")
-
 
 def check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
     """Return `emb` if it is a float tensor of shape (B, `dim`) (a batch of CLIP embeddings);
@@ -59,13 +56,6 @@ def check_embeddings(name: str, emb: object, dim: int) -> torch.Tensor:
     if emb.dim() != 2 or emb.shape[1] != dim:
         raise ValueError(f"{name} must have shape (B, {dim}), got {tuple(emb.shape)}")
     return emb
-
-
-def check_prediction(prediction: str) -> str:
-    """Return `prediction` if it is one of ``"eps"``, ``"x0"``, ``"v"``; raise ValueError otherwise."""
-    if prediction not in PREDICTIONS:
-        raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
-    return prediction
 
 
 def model_output_to_x0_eps(

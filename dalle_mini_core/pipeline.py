@@ -20,40 +20,32 @@ of a call (prior, then decoder, then upsampler), so the same call gives the same
 
 Code names ↔ paper symbols: ``text_emb`` = z_t, ``image_emb`` = z_i, ``x_T`` = x_T,
 ``strengths`` = θ, ``*_guidance`` = the classifier-free guidance scale s.
+
+Its neighbours: `dalle_mini_core.latents` (`slerp`, `text_diff_embeddings`) and
+`dalle_mini_core.pipeline_io` (weights folders, `check_image`, progress bars, diffusers-style calls).
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import os
-import re
-import sys
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import validate as V
 from .defaults import GENERATE_DEFAULTS
-from .sampling import SAMPLERS
+from .latents import slerp, text_diff_embeddings
+from .options import check_sampler, model_device
+from .pipeline_io import PARTS, Progress, call_settings, check_image, load_parts, output_images, save_parts
 
 __all__ = [
-    "PARTS",
     "Generation",
     "UnCLIPOutput",
-    "slerp",
-    "text_diff_embeddings",
-    "check_image",
     "UnCLIP",
 ]
-
-#: The shipped weights of a pipeline: data/weights/<dataset>_<part>.safetensors (+ .json).
-PARTS: tuple[str, ...] = ("clip", "prior", "decoder", "upsampler")
 
 
 @dataclass
@@ -81,63 +73,7 @@ class UnCLIPOutput:
 
 
 # --------------------------------------------------------------------------------------------
-# 1. Spherical interpolation
-# --------------------------------------------------------------------------------------------
-
-
-def slerp(a: torch.Tensor, b: torch.Tensor, t: float | torch.Tensor, *, eps: float = 1e-6) -> torch.Tensor:
-    """Spherical linear interpolation along the last dimension (Shoemake 1985).
-
-        slerp(a, b, t) = sin((1 − t)Ω) / sin Ω · a + sin(tΩ) / sin Ω · b,   cos Ω = â · b̂
-
-    Moves along the great circle from `a` (t = 0) to `b` (t = 1) at constant angular speed: the
-    angle between a and the result is t·Ω. For unit vectors the result is a unit vector (and two
-    vectors of equal norm keep it, so Gaussian noises stay Gaussian-sized, unlike a linear mix).
-    `t` is a number or a tensor that broadcasts against ``a[..., :1]`` (e.g. (K, 1) with a (D,)
-    or (1, D) gives K points). Near-parallel vectors fall back to a linear mix; opposite ones
-    have no unique great circle and raise ValueError.
-    """
-    if not torch.is_tensor(a) or not torch.is_tensor(b) or not a.is_floating_point() or not b.is_floating_point():
-        raise TypeError("a and b must be float tensors")
-    if a.shape[-1] != b.shape[-1]:
-        raise ValueError(f"a and b must have the same last dimension, got {tuple(a.shape)} and {tuple(b.shape)}")
-    V.finite_tensor("a", a)
-    V.finite_tensor("b", b)
-    t = torch.as_tensor(t, dtype=torch.float64, device=a.device)
-    if not bool(torch.isfinite(t).all()):
-        raise ValueError("t holds NaN or infinite values")
-    a64, b64 = a.double(), b.double()
-    cos = (F.normalize(a64, dim=-1) * F.normalize(b64, dim=-1)).sum(-1, keepdim=True).clamp(-1.0, 1.0)  # (..., 1)
-    if bool((cos < -1.0 + eps).any()):
-        raise ValueError("slerp between opposite vectors is undefined (no unique great circle)")
-    omega = torch.arccos(cos)  # (..., 1), the angle Ω
-    sin = torch.sin(omega)
-    near = sin < eps  # nearly parallel: sin(tΩ)/sin Ω → t
-    safe = torch.where(near, torch.ones_like(sin), sin)
-    w_a = torch.where(near, 1 - t, torch.sin((1 - t) * omega) / safe)
-    w_b = torch.where(near, t, torch.sin(t * omega) / safe)
-    return (w_a * a64 + w_b * b64).to(torch.promote_types(a.dtype, b.dtype))
-
-
-def text_diff_embeddings(
-    image_emb: torch.Tensor, from_text_emb: torch.Tensor, to_text_emb: torch.Tensor, strengths: Sequence[float]
-) -> torch.Tensor:
-    """The text-diff path of Ramesh et al. 2022, §3.3: z_θ = slerp(z_i, z_d, θ) for each θ.
-
-    z_d = normalise(z_t(to) − z_t(from)) is the direction between the two captions. Inputs are
-    (D,) or (1, D) unit-norm embeddings; returns (K, D) for K strengths, row 0 = z_i when θ₀ = 0.
-    """
-    z_i, z_from, z_to = (e.reshape(1, -1) for e in (image_emb, from_text_emb, to_text_emb))  # (1, D)
-    diff = z_to - z_from
-    if float(diff.norm()) < 1e-6:
-        raise ValueError("from_caption and to_caption have the same text embedding: there is no direction to move in")
-    z_d = F.normalize(diff, dim=-1)  # (1, D)
-    theta = torch.as_tensor(list(strengths), dtype=torch.float64, device=z_i.device).view(-1, 1)  # (K, 1)
-    return slerp(z_i, z_d, theta)  # (K, D)
-
-
-# --------------------------------------------------------------------------------------------
-# 2. Input checks
+# 1. Input checks (images: `pipeline_io.check_image`)
 # --------------------------------------------------------------------------------------------
 
 
@@ -161,186 +97,12 @@ def _schedule_length(part: nn.Module, default: int = V.MAX_STEPS) -> int:
     return int(getattr(schedule, "num_timesteps", default))
 
 
-def check_image(image: object, sizes: Sequence[int], name: str = "image") -> torch.Tensor:
-    """One RGB image → (1, 3, S, S) float tensor in [-1, 1], or a clear error.
-
-    Accepts a float tensor (3, S, S) or (1, 3, S, S) in [-1, 1], or a PIL image in mode "RGB",
-    with S in `sizes`. Nothing is converted silently: a uint8 tensor, values outside [-1, 1]
-    (e.g. a [0, 255] image), another PIL mode or another size raises. (A [0, 1] image lies
-    inside [-1, 1] and cannot be told apart: it would be read as a washed-out image.)
-    """
-    from PIL import Image
-
-    if isinstance(image, Image.Image):
-        if image.mode != "RGB":
-            raise ValueError(f"{name} is a PIL image in mode {image.mode!r}; convert it with .convert('RGB')")
-        image = torch.from_numpy(np.asarray(image, dtype=np.float32).copy()).permute(2, 0, 1) / 127.5 - 1.0  # (3, H, W)
-    if not torch.is_tensor(image):
-        raise TypeError(f"{name} must be a float tensor (3, S, S) in [-1, 1] or a PIL RGB image, got {type(image).__name__}")
-    if image.device.type == "meta":
-        raise ValueError(f"{name} is on the meta device: it holds no pixels")
-    if not image.is_floating_point():
-        raise TypeError(f"{name} has dtype {image.dtype}; pass a float tensor in [-1, 1] (e.g. x / 127.5 - 1 for uint8)")
-    if image.dim() == 3:
-        image = image.unsqueeze(0)  # (1, 3, H, W)
-    if image.dim() != 4 or image.shape[0] != 1 or image.shape[1] != 3:
-        raise ValueError(f"{name} must be one RGB image (3, S, S) or (1, 3, S, S), got shape {tuple(image.shape)}")
-    if image.shape[-1] != image.shape[-2] or image.shape[-1] not in sizes:
-        raise ValueError(f"{name} must be square with side in {tuple(sizes)}, got {tuple(image.shape[-2:])}")
-    if not bool(torch.isfinite(image).all()):
-        raise ValueError(f"{name} holds NaN or infinite values")
-    lo, hi = float(image.min()), float(image.max())
-    if lo < -1.001 or hi > 1.001:
-        raise ValueError(f"{name} values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}] (a [0, 255] image: x / 127.5 - 1)")
-    return image.float()
-
-
 # --------------------------------------------------------------------------------------------
-# 3. The pipeline
+# 2. The pipeline
 # --------------------------------------------------------------------------------------------
 
-
-def _shown(path: Path) -> str:
-    """`path` relative to the repository when it lies inside it (messages stay machine-independent)."""
-    from .paths import repo_root
-
-    try:
-        return str(Path(path).resolve().relative_to(repo_root()))
-    except ValueError:
-        return str(path)
-
-
-#: Pipelines whose weights data/weights ships.
-SHIPPED: tuple[str, ...] = ("shapes",)
-#: Pipelines the course defines whose weights are not shipped yet (a folder of your own works).
-NOT_SHIPPED_YET: tuple[str, ...] = ("emoji",)
-#: ``pipeline.json`` in a folder written by `UnCLIP.save_pretrained`.
-PIPELINE_FORMAT = "dalle-mini-core/pipeline/v1"
 #: Rows the decoder and upsampler draw at once: memory stays flat however many images a call asks for.
 DECODE_CHUNK = 64
-_PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
-
-# diffusers' UnCLIPPipeline names → ours (for ``pipe(prompt, ...)``); the one-stage names are ambiguous here
-_DIFFUSERS_NAMES = {
-    "prior_num_inference_steps": "prior_steps",
-    "decoder_num_inference_steps": "decoder_steps",
-    "super_res_num_inference_steps": "upsampler_steps",
-    "prior_guidance_scale": "prior_guidance",
-    "decoder_guidance_scale": "decoder_guidance",
-}
-_AMBIGUOUS = {
-    "guidance_scale": "prior_guidance=... and/or decoder_guidance=... (diffusers' UnCLIPPipeline calls them "
-                      "prior_guidance_scale and decoder_guidance_scale; both work here)",
-    "num_inference_steps": "prior_steps=..., decoder_steps=... and/or upsampler_steps=... (diffusers' "
-                           "UnCLIPPipeline: prior_num_inference_steps, decoder_num_inference_steps, "
-                           "super_res_num_inference_steps; these work here too)",
-}
-_CALL_OPTIONS = ("seed", "prior_steps", "prior_guidance", "decoder_steps", "decoder_guidance", "upsampler_steps",
-                 "best_of", "upsample", "use_prior", "progress")
-
-
-def _stderr_is_tty() -> bool:
-    try:
-        return bool(sys.stderr.isatty())
-    except (AttributeError, ValueError):
-        return False
-
-
-class _Progress:
-    """A tqdm bar per stage on stderr, advanced once per call of the stage's network (one per step).
-
-    ``show`` True/False, or None: only when stderr is a terminal.
-    """
-
-    def __init__(self, show: object) -> None:
-        show = V.boolean("progress", show, allow_none=True)
-        self.show = _stderr_is_tty() if show is None else show
-
-    @contextlib.contextmanager
-    def stage(self, module: object, desc: str, total: int) -> Iterator[None]:
-        if not self.show or not isinstance(module, nn.Module):
-            yield
-            return
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=f"{desc:>10}", file=sys.stderr, unit="step", leave=True, dynamic_ncols=True)
-
-        def step(module: nn.Module, args: tuple) -> None:  # a pre-hook must return None (a value replaces the args)
-            bar.update(1)
-
-        handle = module.register_forward_pre_hook(step)
-        try:
-            yield
-        finally:
-            handle.remove()
-            bar.close()
-
-
-def _loading(what: Path | str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run a loader; any failure becomes one clear ValueError that names the file (FileNotFoundError stays)."""
-    try:
-        return fn(*args, **kwargs)
-    except FileNotFoundError:
-        raise
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{what}: not valid JSON ({exc})") from exc
-    except ValueError as exc:
-        if str(what) in str(exc):
-            raise
-        raise ValueError(f"{what}: {exc}") from exc
-    except Exception as exc:  # SafetensorError, AttributeError, ImportError, TypeError: a damaged or foreign file
-        raise ValueError(f"cannot load {what}: {type(exc).__name__}: {exc}") from exc
-
-
-def _folder_dataset(folder: Path) -> tuple[str, tuple[str, ...] | None]:
-    """The pipeline a folder holds: (name, parts) from its pipeline.json, else the one ``<name>_clip`` in it."""
-    info = folder / "pipeline.json"
-    if info.is_file():
-        meta = _loading(info, lambda: json.loads(info.read_text()))
-        parts = meta.get("parts") if isinstance(meta, dict) else None
-        if (not isinstance(meta, dict) or meta.get("format") != PIPELINE_FORMAT
-                or not isinstance(meta.get("dataset"), str) or not _PLAIN_NAME.match(meta["dataset"])
-                or not isinstance(parts, list) or not set(PARTS[:-1]) <= set(parts) <= set(PARTS)):
-            raise ValueError(f"{info} is not a dalle-mini-core pipeline description (written by save_pretrained)")
-        return meta["dataset"], tuple(p for p in PARTS if p in parts)
-    found = sorted(p.name[: -len("_clip.safetensors")] for p in folder.glob("*_clip.safetensors"))
-    found = [f for f in found if _PLAIN_NAME.match(f)]
-    if len(found) == 1:
-        return found[0], None
-    if not found:
-        raise FileNotFoundError(
-            f"no pipeline weights in {_shown(folder)} (no <name>_clip.safetensors). Train them with `dalle-mini "
-            "train all`, or write a pipeline there with UnCLIP.save_pretrained(folder)")
-    raise ValueError(f"{_shown(folder)} holds several pipelines ({', '.join(found)}); pick one: "
-                     f"UnCLIP.from_pretrained({found[0]!r}, folder={str(folder)!r})")
-
-
-def _locate(dataset: object, folder: object) -> tuple[str, Path | None, tuple[str, ...] | None]:
-    """(pipeline name, folder or None for the shipped weights, parts the folder says it holds or None)."""
-    if folder is not None:
-        if isinstance(folder, bytes) or not isinstance(folder, (str, os.PathLike)):
-            raise TypeError(f"folder must be a path (str or pathlib.Path), got {type(folder).__name__}")
-        if not isinstance(dataset, str) or not _PLAIN_NAME.match(dataset):
-            raise ValueError(f"with folder=..., dataset must be a plain name such as 'shapes', got {dataset!r}")
-        return dataset, Path(folder), None
-    if isinstance(dataset, os.PathLike) or (
-        isinstance(dataset, str) and dataset not in SHIPPED + NOT_SHIPPED_YET
-        and (not _PLAIN_NAME.match(dataset) or Path(dataset).is_dir())
-    ):
-        path = Path(dataset)
-        if not path.is_dir():
-            raise FileNotFoundError(
-                f"{_shown(path)} is not a folder. Give a pipeline name ({', '.join(map(repr, SHIPPED))}) or a folder "
-                "written by UnCLIP.save_pretrained or `dalle-mini train all` (a name is never a path into data/weights)")
-        name, parts = _folder_dataset(path)
-        return name, path, parts
-    if not isinstance(dataset, str) or not dataset:
-        raise ValueError(f"dataset must be a pipeline name such as 'shapes' or a folder, got {dataset!r}")
-    if dataset not in SHIPPED + NOT_SHIPPED_YET:
-        raise ValueError(f"unknown pipeline {dataset!r}: the shipped one is {SHIPPED[0]!r}; for weights of your own, "
-                         "give their folder: UnCLIP.from_pretrained('path/to/folder')")
-    return dataset, None, None
-
 
 class UnCLIP(nn.Module):
     """CLIP + diffusion prior + decoder (+ upsampler): text-to-image and the §3 edits.
@@ -386,7 +148,7 @@ class UnCLIP(nn.Module):
         """Load a pipeline: ``<dataset>_{clip,prior,decoder,upsampler}.safetensors`` (+ .json).
 
         * ``from_pretrained("shapes")`` — the shipped weights in data/weights, each checked against
-          its sha256 MANIFEST (`checkpoints.load_pretrained`). A name is only a name: never a path.
+          its sha256 MANIFEST (`weights.load_pretrained`). A name is only a name: never a path.
           ``"emoji"``: its weights are not shipped yet (a clear FileNotFoundError says so).
         * ``from_pretrained("path/to/folder")`` — a folder written by `save_pretrained` or
           ``dalle-mini train all --out DIR``; ``from_pretrained("shapes", folder=DIR)`` names the
@@ -402,56 +164,12 @@ class UnCLIP(nn.Module):
         1e-4 (the sums run in another order); on the development CPU, one thread, a guided decoder call took 0.68–0.75× the
         time and an upsampler call 0.86× (`benchmarks/bench_generate.py` measures it per picture).
         """
-        from .checkpoints import UnverifiedWeightsWarning, load_from_folder, load_pretrained
-        from .clip import CLIPModel
-        from .decoder import Decoder
-        from .device import get_device
-        from .paths import data_dir
-        from .prior import DiffusionPrior
-        from .upsampler import Upsampler
-
-        dataset, folder, folder_parts = _locate(dataset, folder)
-        upsampler = V.boolean("upsampler", upsampler, allow_none=True)
-        device = get_device() if device is None else V.device(device)
-        builders = {"clip": CLIPModel, "prior": DiffusionPrior, "decoder": Decoder, "upsampler": Upsampler}
-        weights = data_dir() / "weights" if folder is None else folder
-        if folder is not None and not weights.is_dir():
-            raise FileNotFoundError(f"weights folder {_shown(weights)} not found")
-        if upsampler is None:
-            upsampler = folder_parts is None or "upsampler" in folder_parts
-        parts = PARTS if upsampler else PARTS[:-1]
-        missing = [f"{dataset}_{p}" for p in parts if not (weights / f"{dataset}_{p}.safetensors").is_file()]
-        if missing and folder is None and dataset in NOT_SHIPPED_YET:
-            raise FileNotFoundError(
-                f"the {dataset} pipeline's weights are not shipped yet (only {', '.join(map(repr, SHIPPED))} is); "
-                f"if you trained them, give their folder: UnCLIP.from_pretrained('path/to/folder')")
-        if missing:
-            raise FileNotFoundError(
-                f"no {dataset} pipeline weights in {_shown(weights)} (missing: {', '.join(missing)}). "
-                f"Train them with `dalle-mini train all` (a GPU run; see the README), or build a pipeline "
-                f"from your own parts with UnCLIP(clip, prior, decoder, upsampler)."
-            )
-        if folder is not None and not (weights / "MANIFEST.json").is_file():
-            warnings.warn(UnverifiedWeightsWarning(
-                f"{_shown(weights)} has no MANIFEST.json: its files are loaded unchecked, so a damaged "
-                "file could give wrong pictures without an error (save_pretrained and `dalle-mini train` "
-                "write one)"), stacklevel=2)
-        loaded = []
-        for p in parts:
-            name = f"{dataset}_{p}"
-            where = _shown(weights / name)
-            if folder is None:
-                model = _loading(where, load_pretrained, name, builders[p], device=device)
-            else:  # checked against the folder's MANIFEST.json; without one, warned about once above
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", UnverifiedWeightsWarning)
-                    model = _loading(where, load_from_folder, weights, name, builders[p], device=device)
-            loaded.append(model.float().eval())
+        dataset, loaded = load_parts(dataset, folder, device=device, upsampler=upsampler)
         pipe = cls(*loaded)
         pipe.dataset = dataset
         channels_last = V.boolean("channels_last", channels_last, allow_none=True)
         if channels_last is None:
-            channels_last = device.type == "cpu"
+            channels_last = model_device(pipe.clip).type == "cpu"  # where the weights now are
         if channels_last:
             pipe.use_channels_last()
         return pipe
@@ -473,25 +191,8 @@ class UnCLIP(nn.Module):
         leaves a folder that loads with a warning, never one whose manifest vouches for mixed files.
         `dataset` (default: the name the pipeline was loaded as, "shapes") prefixes the files.
         """
-        from .checkpoints import save_checkpoint, write_manifest
-
-        folder = V.output_folder("folder", folder)
         name = self.dataset if dataset is None else dataset
-        if not isinstance(name, str) or not _PLAIN_NAME.match(name):
-            raise ValueError(f"dataset must be a plain name such as 'shapes', got {name!r}")
-        (folder / "MANIFEST.json").unlink(missing_ok=True)
-        files, parts = [], []
-        for p in PARTS:
-            part = getattr(self, p)
-            if part is None:
-                continue
-            stem = save_checkpoint(folder / f"{name}_{p}", part, getattr(part, "config", None))
-            files += [f"{stem.name}.safetensors", f"{stem.name}.json"]
-            parts.append(p)
-        info = {"format": PIPELINE_FORMAT, "dataset": name, "parts": parts}
-        V.atomic_write(folder / "pipeline.json", lambda tmp: tmp.write_text(json.dumps(info, indent=2) + "\n"))
-        write_manifest(folder, files + ["pipeline.json"])
-        return folder
+        return save_parts(folder, name, {p: getattr(self, p) for p in PARTS})
 
     # --- small helpers ------------------------------------------------------------------------
 
@@ -571,8 +272,7 @@ class UnCLIP(nn.Module):
         for stage, name, options in (("decoder", decoder_sampler, decoder_sampler_options),
                                      ("upsampler", upsampler_sampler, upsampler_sampler_options)):
             name = GENERATE_DEFAULTS[f"{stage}_sampler"] if name is None else name
-            if name not in SAMPLERS:
-                raise ValueError(f"{stage}_sampler must be one of {', '.join(sorted(SAMPLERS))}; got {name!r}")
+            check_sampler(name, f"{stage}_sampler")
             options = GENERATE_DEFAULTS[f"{stage}_sampler_options"] if options is None else options
             if not isinstance(options, dict):
                 raise TypeError(f"{stage}_sampler_options must be a dict or None; got {type(options).__name__}")
@@ -584,7 +284,7 @@ class UnCLIP(nn.Module):
                     decoder_sampler=samplers["decoder"], upsampler_sampler=samplers["upsampler"])
 
     def _decode(self, emb: torch.Tensor, tokens: torch.Tensor | None, x_T: torch.Tensor | None,
-                generator: torch.Generator, settings: dict[str, Any], bar: _Progress) -> tuple[torch.Tensor, torch.Tensor]:
+                generator: torch.Generator, settings: dict[str, Any], bar: Progress) -> tuple[torch.Tensor, torch.Tensor]:
         """Checked inputs → (images, low_res), DECODE_CHUNK rows at a time (decoder for all, then the upsampler)."""
         emb = F.normalize(emb.float(), dim=-1).to(self.device)  # the decoder was trained on unit-norm z_i
         chunks = [slice(i, i + DECODE_CHUNK) for i in range(0, emb.shape[0], DECODE_CHUNK)]
@@ -627,7 +327,7 @@ class UnCLIP(nn.Module):
         self._no_caption_path("invert")
         steps = self._inversion_steps("steps", steps)
         x = self._prepare(image, "image")
-        bar = _Progress(progress)
+        bar = Progress(progress)
         with bar.stage(self.decoder, "inversion", steps):
             return self._invert(x, steps)
 
@@ -681,7 +381,7 @@ class UnCLIP(nn.Module):
                                          upsampler_sampler=upsampler_sampler,
                                          upsampler_sampler_options=upsampler_sampler_options)
         generator = _generator(seed, generator)
-        return self._decode(emb, tokens, x_T, generator, settings, _Progress(progress))
+        return self._decode(emb, tokens, x_T, generator, settings, Progress(progress))
 
     # --- text to image ------------------------------------------------------------------------
 
@@ -731,15 +431,14 @@ class UnCLIP(nn.Module):
         return_intermediates = V.boolean("return_intermediates", return_intermediates)
         prior_steps = V.steps("prior_steps", prior_steps, _schedule_length(self.prior))
         prior_scale = _guidance_scale("prior_guidance", prior_guidance)
-        if prior_sampler not in SAMPLERS:
-            raise ValueError(f"prior_sampler must be one of {', '.join(sorted(SAMPLERS))}; got {prior_sampler!r}")
+        check_sampler(prior_sampler, "prior_sampler")
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False,
                                          decoder_sampler=decoder_sampler,
                                          decoder_sampler_options=decoder_sampler_options,
                                          upsampler_sampler=upsampler_sampler,
                                          upsampler_sampler_options=upsampler_sampler_options)
         generator = _generator(seed, generator)
-        bar = _Progress(progress)
+        bar = Progress(progress)
         rows = [p for p in prompts for _ in range(n)]  # (N,) prompt of each row
         # 1. text embeddings z_t
         tokens = self.clip.tokenize(rows)  # (N, L)
@@ -778,32 +477,12 @@ class UnCLIP(nn.Module):
         if prompt is None:
             raise TypeError("pass a prompt: pipe('a small red circle at the top left', num_images_per_prompt=4)")
         n = V.integer("num_images_per_prompt", num_images_per_prompt, maximum=V.MAX_IMAGES)
-        settings: dict[str, Any] = {}
-        for key, value in kwargs.items():
-            if key in _AMBIGUOUS:
-                raise TypeError(f"{key} is ambiguous in unCLIP's three stages: pass {_AMBIGUOUS[key]}")
-            ours = _DIFFUSERS_NAMES.get(key, key)
-            if ours not in _CALL_OPTIONS:
-                raise TypeError(f"UnCLIP() got an unexpected keyword argument {key!r}; it takes num_images_per_prompt, "
-                                f"generator, output_type, return_dict and {', '.join(_CALL_OPTIONS)}")
-            if ours in settings:
-                raise TypeError(f"{key} repeats {ours}, given already")
-            settings[ours] = value
+        settings = call_settings(kwargs)
         if output_type not in ("pil", "np", "pt"):
             raise ValueError(f"output_type must be 'pil', 'np' or 'pt', got {output_type!r}")
         return_dict = V.boolean("return_dict", return_dict)
         out = self.generate(prompt, n_per_prompt=n, generator=generator, return_intermediates=True, **settings)
-        x = (out.images.detach().float().cpu().clamp(-1, 1) + 1) / 2  # (N, 3, S, S) in [0, 1]
-        if output_type == "pt":
-            images: Any = x
-        elif output_type == "np":
-            images = x.permute(0, 2, 3, 1).numpy()
-        else:
-            from PIL import Image
-
-            from .viz import to_uint8
-
-            images = [Image.fromarray(a) for a in to_uint8(out.images)]
+        images = output_images(out.images, output_type)
         return UnCLIPOutput(images=images, prompts=out.prompts) if return_dict else (images,)
 
     # --- image manipulations (Ramesh et al. 2022, §3) -------------------------------------------
@@ -834,7 +513,7 @@ class UnCLIP(nn.Module):
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=False)
         generator = _generator(seed, None)
         z_i = self.clip.encode_image(x)  # (1, D)
-        images, _ = self._decode(z_i.expand(n, -1), None, None, generator, settings, _Progress(progress))
+        images, _ = self._decode(z_i.expand(n, -1), None, None, generator, settings, Progress(progress))
         return images
 
     @torch.no_grad()
@@ -863,7 +542,7 @@ class UnCLIP(nn.Module):
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=True)
         generator = _generator(seed, None)
         a, b = self._prepare(image_a, "image_a"), self._prepare(image_b, "image_b")
-        bar = _Progress(progress)
+        bar = Progress(progress)
         with bar.stage(self.decoder, "inversion", 2 * settings["decoder_steps"]):
             z_a, x_a = self._invert(a, settings["decoder_steps"])
             z_b, x_b = self._invert(b, settings["decoder_steps"])
@@ -900,7 +579,7 @@ class UnCLIP(nn.Module):
         settings = self._decode_settings(decoder_steps, decoder_guidance, upsampler_steps, upsample, inverted=True)
         generator = _generator(seed, None)
         x = self._prepare(image, "image")
-        bar = _Progress(progress)
+        bar = Progress(progress)
         with bar.stage(self.decoder, "inversion", settings["decoder_steps"]):
             z_i, x_T = self._invert(x, settings["decoder_steps"])
         z_from, z_to = self.clip.encode_text(captions)  # (D,), (D,)

@@ -45,6 +45,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .options import ScheduleKind, check_schedule_kind
+
 __all__ = ["linear_betas", "cosine_betas", "extract", "NoiseSchedule"]
 
 
@@ -230,13 +232,11 @@ class NoiseSchedule(nn.Module):
         self.register_buffer("timestep_map", timestep_map, persistent=False)
 
     @classmethod
-    def make(cls, kind: str = "cosine", num_timesteps: int = 1000) -> "NoiseSchedule":
-        """A schedule by name: ``"cosine"`` (Nichol & Dhariwal 2021) or ``"linear"`` (Ho et al. 2020)."""
-        if kind == "cosine":
-            return cls(cosine_betas(num_timesteps))
-        if kind == "linear":
-            return cls(linear_betas(num_timesteps))
-        raise ValueError(f"kind must be 'cosine' or 'linear', got {kind!r}")
+    def make(cls, kind: ScheduleKind = "cosine", num_timesteps: int = 1000) -> "NoiseSchedule":
+        """A schedule by name (`options.SCHEDULE_KINDS`): ``"cosine"`` (Nichol & Dhariwal 2021) or
+        ``"linear"`` (Ho et al. 2020)."""
+        betas = {"cosine": cosine_betas, "linear": linear_betas}[check_schedule_kind(kind, "kind")]
+        return cls(betas(num_timesteps))
 
     @property
     def num_timesteps(self) -> int:
@@ -370,6 +370,6 @@ class NoiseSchedule(nn.Module):
         new_betas = 1.0 - kept_cumprod / prev
         out = NoiseSchedule(new_betas, timestep_map=self.timestep_map.cpu()[index])
         # the ORIGINAL schedule's ᾱ (float64, not a buffer): samplers that move between levels
-        # off this grid (Karras "churn", `sampling.euler_sample`) read the level of any original t
+        # off this grid (Karras "churn", `solvers.euler_sample`) read the level of any original t
         out.root_alphas_cumprod = getattr(self, "root_alphas_cumprod", alphas_cumprod)
         return out

@@ -8,7 +8,8 @@ A model only has to expose ``loss(batch) -> Tensor`` (a scalar); `train` does th
 * an exponential moving average of the weights (`EMA`), which diffusion models sample from
   (Ho et al. 2020, Appendix B, decay 0.9999; Nichol & Dhariwal 2021);
 * a tqdm progress bar, a metric log (``metrics.csv``: step, loss, lr, grad_norm, img_per_s,
-  time_s; `plot_losses` draws it) and checkpoints (model, EMA, optimizer, RNG states, step) via `checkpoints`;
+  time_s; `runlog.plot_losses` draws it) and checkpoints (model, EMA, optimizer, RNG states,
+  step) in a run folder (`dalle_mini_core.runlog` describes its layout and reads it back);
 * exact resume: a run stopped at step k and started again ends with bit-identical weights
   to a run that was never stopped (on the same machine);
 * DistributedDataParallel when launched with ``torchrun`` (``WORLD_SIZE > 1``);
@@ -30,34 +31,35 @@ by the step number alone, which is what makes resume exact, also under DDP.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import csv
-import dataclasses
 import inspect
-import json
 import math
 import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
-from .checkpoints import (
-    config_to_dict,
-    load_training_state,
-    load_weights,
-    save_checkpoint,
-    save_training_state,
-)
+from .checkpoints import load_weights
 from .device import autocast, get_device
+from .runlog import (  # noqa: F401  (latest_checkpoint, load_run_weights, plot_losses: also importable from here)
+    append_metrics,
+    latest_checkpoint,
+    load_run_weights,
+    plot_losses,
+    prepare_run_dir,
+    read_metrics,
+    run_identity,
+    save_step,
+    write_metrics,
+)
+from .train_state import load_training_state
 
 __all__ = [
     "TrainConfig",
@@ -67,18 +69,7 @@ __all__ = [
     "lr_at",
     "make_optimizer",
     "train",
-    "latest_checkpoint",
-    "load_run_weights",
-    "read_metrics",
-    "plot_losses",
 ]
-
-METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "img_per_s", "time_s")
-# TrainConfig fields that may change between a run and its resumption. ``out_dir`` is one: a run
-# directory is the run found in it, however the path is spelled (trailing slash, relative path,
-# symlink) and wherever the folder was moved.
-RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "progress", "max_seconds",
-                              "device", "ddp_find_unused", "out_dir"})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,137 +347,7 @@ def _data_ranges(batch: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# 3. The run directory: refuse to clobber, find the latest checkpoint, keep the metric log
-# ---------------------------------------------------------------------------------------------
-
-
-def _identity(config: TrainConfig, model: nn.Module) -> dict[str, Any]:
-    """What a run directory records about the run (compared on resume)."""
-    model_config = getattr(model, "config", None)
-    is_dc = dataclasses.is_dataclass(model_config) and not isinstance(model_config, type)
-    return {
-        "train_config": config_to_dict(config),
-        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-        "model_config": config_to_dict(model_config) if is_dc else None,
-        "num_parameters": int(sum(p.numel() for p in model.parameters())),
-    }
-
-
-def _identity_differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    diffs = []
-    for key in ("model_class", "model_config", "num_parameters"):
-        if old.get(key) != new.get(key):
-            diffs.append(f"{key}: {old.get(key)} -> {new.get(key)}")
-    old_f, new_f = old["train_config"]["fields"], new["train_config"]["fields"]
-    for key in sorted(set(old_f) | set(new_f)):
-        if key not in RESUMABLE_FIELDS and old_f.get(key) != new_f.get(key):
-            diffs.append(f"{key}: {old_f.get(key)} -> {new_f.get(key)}")
-    return diffs
-
-
-def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """The newest complete checkpoint folder ``out_dir/checkpoints/step_XXXXXXXX``, or None."""
-    ckpt_dir = Path(out_dir) / "checkpoints"
-    if not ckpt_dir.is_dir():
-        return None
-    done = [p for p in ckpt_dir.iterdir() if p.is_dir() and p.name.startswith("step_")
-            and p.name[5:].isdigit() and (p / "state.json").is_file()]
-    return max(done, key=lambda p: int(p.name[5:]), default=None)
-
-
-def load_run_weights(out_dir: str | os.PathLike, model: nn.Module, *, ema: bool = True) -> int:
-    """Load the latest checkpoint of a run into `model` (EMA weights when saved and `ema`);
-    return its step."""
-    ckpt = latest_checkpoint(out_dir)
-    if ckpt is None:
-        raise FileNotFoundError(f"no checkpoint in {Path(out_dir) / 'checkpoints'}")
-    name = "ema" if ema and (ckpt / "ema.safetensors").is_file() else "model"
-    load_weights(ckpt / name, model)
-    return int(ckpt.name[5:])
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, float]]:
-    """Rows of a ``metrics.csv`` (or of ``run_dir/metrics.csv``) as dicts of numbers."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "metrics.csv"
-    with open(path, newline="") as f:
-        return [{k: (int(v) if k == "step" else float(v)) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def plot_losses(source: str | os.PathLike | list[dict[str, float]], *, title: str | None = None, ax=None):
-    """Loss (log scale) against step from a ``metrics.csv``, a run directory or
-    `TrainResult.metrics`, with the learning rate on a second axis. Returns the figure."""
-    import matplotlib.pyplot as plt
-
-    rows = source if isinstance(source, list) else read_metrics(source)
-    if not rows:
-        raise ValueError("no metric rows to plot (did the run log anything? see log_every)")
-    if ax is None:
-        fig, ax = plt.subplots(figsize=(5, 2.8), dpi=72)
-    else:
-        fig = ax.figure
-    steps = [r["step"] for r in rows]
-    ax.plot(steps, [r["loss"] for r in rows], color="C0", lw=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (window mean)", color="C0")
-    lr_ax = ax.twinx()
-    lr_ax.plot(steps, [r["lr"] for r in rows], color="C1", lw=0.8, alpha=0.6)
-    lr_ax.set_ylabel("lr", color="C1")
-    lr_ax.ticklabel_format(axis="y", style="sci", scilimits=(0, 0))
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
-def _write_metrics(path: Path, rows: list[dict[str, float]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=METRIC_FIELDS)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _prepare_run_dir(out: Path, identity: dict[str, Any], resume: bool, overwrite: bool, rank: int) -> Path | None:
-    """Check `out` against this run; return the checkpoint to resume from (or None).
-
-    Every rank checks (so every rank raises the same error); only rank 0 writes.
-    """
-    run_json = out / "run.json"
-    existing = latest_checkpoint(out)
-    if run_json.is_file() and not overwrite:
-        diffs = _identity_differences(json.loads(run_json.read_text()), identity)
-        if diffs:
-            raise ValueError(
-                f"{out} holds a run with a different config ({'; '.join(diffs)}); nothing was changed. "
-                "To continue that run, use its config; to start this one, use another out_dir "
-                "(or move that folder aside)."
-            )
-    if existing is not None and not resume and not overwrite:
-        raise ValueError(
-            f"{out} already has checkpoints (latest {existing.name}) and resume=False would overwrite "
-            "them; nothing was changed. Pass resume=True to continue that run, or use another out_dir "
-            "to start a new one."
-        )
-    if overwrite and rank == 0:
-        shutil.rmtree(out / "checkpoints", ignore_errors=True)
-        for name in ("metrics.csv", "run.json"):
-            (out / name).unlink(missing_ok=True)
-        existing = None
-    elif overwrite:
-        existing = None
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        if not run_json.is_file():
-            run_json.write_text(json.dumps(identity, indent=2, allow_nan=False) + "\n")
-    return existing if resume else None
-
-
-# ---------------------------------------------------------------------------------------------
-# 4. The loop
+# 3. The loop (the run folder it writes: `runlog`)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -501,31 +362,6 @@ class TrainResult:
     resumed_from: int | None  # checkpoint step this call started from (None = fresh start)
     out_dir: Path | None  # the run directory (None when out_dir was None)
     train_time_s: float  # wall time of this call's steps, seconds
-
-
-def _save(ckpt_root: Path, step: int, model: nn.Module, ema: EMA | None, optimizer: torch.optim.Optimizer,
-          config: TrainConfig, extra: dict[str, Any]) -> Path:
-    """Write ``checkpoints/step_XXXXXXXX/{model,ema,state}`` atomically (temp folder, then rename)."""
-    final = ckpt_root / f"step_{step:08d}"
-    tmp = ckpt_root / f".step_{step:08d}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model_config = getattr(model, "config", None)
-    if not (dataclasses.is_dataclass(model_config) and not isinstance(model_config, type)):
-        model_config = None
-    meta = {"step": step, "train_config": config_to_dict(config)}
-    save_checkpoint(tmp / "model", model, model_config, extra=meta)
-    if ema is not None:
-        save_checkpoint(tmp / "ema", ema.model, model_config, extra={**meta, "ema_decay": ema.decay})
-    save_training_state(tmp / "state", optimizer=optimizer, step=step, extra=extra)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    if config.keep_checkpoints is not None:
-        done = sorted((p for p in ckpt_root.iterdir() if p.is_dir() and p.name.startswith("step_")),
-                      key=lambda p: int(p.name[5:]))
-        for old in done[: -config.keep_checkpoints]:
-            shutil.rmtree(old)
-    return final
 
 
 def train(
@@ -575,7 +411,7 @@ def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overw
     elapsed_before = 0.0
     ema_state: tuple[Path, int] | None = None
     if out is not None:
-        ckpt = _prepare_run_dir(out, _identity(config, model), resume, overwrite, rank)
+        ckpt = prepare_run_dir(out, run_identity(config, model), resume, overwrite, rank)
         if world > 1:
             dist.barrier()
         if ckpt is not None:
@@ -589,7 +425,7 @@ def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overw
             if (out / "metrics.csv").is_file():
                 metrics = [r for r in read_metrics(out / "metrics.csv") if r["step"] <= start]
         if main:
-            _write_metrics(out / "metrics.csv", metrics)
+            write_metrics(out / "metrics.csv", metrics)
 
     # 4. Wrap for DDP (this broadcasts rank 0's weights), then make the EMA copy.
     forward = _LossForward(model)
@@ -619,7 +455,7 @@ def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overw
     def save(completed: int) -> None:
         extra = {"ref_loss": ref_loss, "window": window, "elapsed_s": elapsed_before + time.perf_counter() - t_start,
                  "ema_updates": ema.num_updates if ema is not None else 0}
-        _save(out / "checkpoints", completed, model, ema, optimizer, config, extra)
+        save_step(out / "checkpoints", completed, model, ema, optimizer, config, extra)
 
     # 5. The loop: one optimizer step per iteration.
     try:
@@ -692,8 +528,7 @@ def _train(model: nn.Module, data: Any, config: TrainConfig, resume: bool, overw
                 if main:
                     bar.set_postfix(loss=f"{row['loss']:.4f}", lr=f"{lr:.2e}", refresh=False)
                     if out is not None:
-                        with open(out / "metrics.csv", "a", newline="") as f:
-                            csv.DictWriter(f, fieldnames=METRIC_FIELDS).writerow(row)
+                        append_metrics(out / "metrics.csv", row)
 
             # 5f. Checkpoint every ckpt_every steps and at the end (rank 0 writes, all wait).
             if out is not None and (completed == config.steps or time_up

@@ -28,7 +28,8 @@ import torch
 
 import dalle_mini_core.cli as cli
 import dalle_mini_core.validate as V
-from dalle_mini_core.pipeline import UnCLIP, slerp
+from dalle_mini_core.latents import slerp
+from dalle_mini_core.pipeline import UnCLIP
 from tiny_unclip import D, tiny_pipeline
 
 P = "a small red circle at the top left"
@@ -256,7 +257,7 @@ def _damage(folder: Path, case: str) -> None:
     elif case != "good":
         raise AssertionError(case)
     if case.startswith("json_") and (folder / "MANIFEST.json").exists():  # a crafted folder ships a matching manifest
-        from dalle_mini_core.checkpoints import write_manifest
+        from dalle_mini_core.weights import write_manifest
 
         write_manifest(folder, [p.name for p in folder.iterdir() if p.suffix in (".json", ".safetensors")
                                 and p.name != "MANIFEST.json"])

@@ -85,7 +85,7 @@ def test_generate_without_weights_says_how_to_train(tmp_path, capsys):
 
 
 def test_demo_draws_text_to_image_variations_and_an_interpolation(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("dalle_mini_core.pipeline._stderr_is_tty", lambda: True)  # as on a terminal: progress bars
+    monkeypatch.setattr("dalle_mini_core.pipeline_io.stderr_is_tty", lambda: True)  # as on a terminal: progress bars
     assert main(["demo", "--out", str(tmp_path), "--seed", "2"]) == 0
     out, err = capsys.readouterr()
     for bar in ("prior: 100%", "decoder: 100%", "upsampler: 100%", "inversion: 100%", "DDIM: "):
@@ -148,7 +148,7 @@ def test_generate_shows_a_bar_per_stage_on_a_terminal_and_none_when_quiet(tiny_w
     argv = ["generate", "a red circle", "--weights", str(folder), "--out", str(tmp_path / "g.png"), *FAST]
     assert main(argv) == 0
     assert "100%" not in capsys.readouterr().err  # stderr is not a terminal here: no bars
-    monkeypatch.setattr("dalle_mini_core.pipeline._stderr_is_tty", lambda: True)
+    monkeypatch.setattr("dalle_mini_core.pipeline_io.stderr_is_tty", lambda: True)
     assert main(argv) == 0
     err = capsys.readouterr().err
     for stage in ("prior", "decoder", "upsampler"):

@@ -12,11 +12,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from dalle_mini_core.checkpoints import save_checkpoint, write_manifest
-from dalle_mini_core.pipeline import Generation, UnCLIP, UnCLIPOutput, check_image, slerp, text_diff_embeddings
+from dalle_mini_core.checkpoints import save_checkpoint
+from dalle_mini_core.latents import slerp, text_diff_embeddings
+from dalle_mini_core.pipeline import Generation, UnCLIP, UnCLIPOutput
+from dalle_mini_core.pipeline_io import check_image
 from dalle_mini_core.prior import DiffusionPrior, PriorConfig
 from dalle_mini_core.unet import UNetConfig
 from dalle_mini_core.upsampler import Upsampler, UpsamplerConfig
+from dalle_mini_core.weights import write_manifest
 from tiny_unclip import D, tiny_parts
 FAST = dict(prior_steps=3, decoder_steps=3, upsampler_steps=2)  # generate's step counts in these tests
 EDIT = dict(decoder_steps=3, upsampler_steps=2)  # the edits' step counts
@@ -416,3 +419,13 @@ def test_from_pretrained_on_a_cpu_stores_conv_weights_channels_last_with_the_sam
     assert torch.allclose(again.generate("a red circle", seed=3, **FAST), a, atol=1e-6)
     with pytest.raises(TypeError, match="channels_last"):
         UnCLIP.from_pretrained("shapes", device="cpu", channels_last="yes")
+
+
+def test_slerp_and_check_image_are_still_importable_from_pipeline():
+    """They live in latents.py and pipeline_io.py now; the old imports reach the same functions."""
+    import dalle_mini_core.latents as latents
+    import dalle_mini_core.pipeline as pipeline
+    import dalle_mini_core.pipeline_io as pipeline_io
+
+    assert pipeline.slerp is latents.slerp and pipeline.text_diff_embeddings is latents.text_diff_embeddings
+    assert pipeline.check_image is pipeline_io.check_image and pipeline.PARTS is pipeline_io.PARTS

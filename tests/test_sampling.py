@@ -26,16 +26,13 @@ from dalle_mini_core.sampling import (
     ddim_invert,
     ddim_sample,
     ddpm_sample,
-    dpmpp_2m_sample,
-    euler_sample,
     guided,
-    heun_sample,
-    karras_timesteps,
     model_calls,
     run_sampler,
     sampling_schedule,
 )
 from dalle_mini_core.schedule import NoiseSchedule
+from dalle_mini_core.solvers import dpmpp_2m_sample, euler_sample, heun_sample, karras_timesteps
 
 T = 1000
 SHAPE = (4, 2, 4, 4)  # (B, C, H, W)
@@ -548,3 +545,13 @@ def test_new_sampler_errors(schedule):
         heun_sample(model, _noise(), schedule.respace(5), prediction="v")
     with pytest.raises(TypeError, match="NoiseSchedule"):
         dpmpp_2m_sample(model, _noise(), "cosine")
+
+
+def test_the_solvers_are_in_the_registry_and_still_importable_from_sampling():
+    """Euler, Heun and DPM-Solver++ live in solvers.py; `SAMPLERS` and the old imports reach the same functions."""
+    import dalle_mini_core.sampling as sampling
+    import dalle_mini_core.solvers as solvers
+
+    for name, fn in (("euler", "euler_sample"), ("heun", "heun_sample"), ("dpmpp_2m", "dpmpp_2m_sample")):
+        assert sampling.SAMPLERS[name] is getattr(solvers, fn) is getattr(sampling, fn)
+    assert sampling.karras_timesteps is solvers.karras_timesteps

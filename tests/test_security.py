@@ -27,18 +27,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from dalle_mini_core import checkpoints
-from dalle_mini_core.checkpoints import (
-    UnknownClassError,
-    load_checkpoint,
-    load_from_folder,
-    load_pretrained,
-    save_checkpoint,
-    write_manifest,
-)
+from dalle_mini_core import checkpoints, weights
+from dalle_mini_core.checkpoints import load_checkpoint, save_checkpoint
 from dalle_mini_core.clip import CLIPConfig, CLIPModel, load_open_clip_checkpoint
 from dalle_mini_core.paths import data_dir
+from dalle_mini_core.registry import UnknownClassError
 from dalle_mini_core.unet import UNet, UNetConfig
+from dalle_mini_core.weights import load_from_folder, load_pretrained, write_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = data_dir() / "weights"
@@ -280,7 +275,7 @@ def test_g10_a_json_naming_an_installed_module_does_not_import_it(tmp_path, monk
 
 
 def test_g10_registry_accepts_only_the_exact_names_it_knows():
-    from dalle_mini_core.checkpoints import registered_classes, resolve_class
+    from dalle_mini_core.registry import registered_classes, resolve_class
 
     assert resolve_class("UNetConfig", "config") is UNetConfig
     assert resolve_class("dalle_mini_core.unet.UNetConfig", "config") is UNetConfig  # what shipped JSON stores
@@ -429,8 +424,8 @@ def test_m1_the_bytes_hashed_are_the_bytes_loaded(tmp_path, monkeypatch):
     stem = _tiny_unet_checkpoint(tmp_path / "weights", "tiny")
     write_manifest(stem.parent)
     hashed, loaded = [], []
-    real_check, real_tensors = checkpoints._check_bytes, checkpoints._tensors_from_bytes
-    monkeypatch.setattr(checkpoints, "_check_bytes", lambda m, mp, name, data, hint: hashed.append(data) or real_check(m, mp, name, data, hint))
+    real_check, real_tensors = weights._check_bytes, checkpoints._tensors_from_bytes
+    monkeypatch.setattr(weights, "_check_bytes", lambda m, mp, name, data, hint: hashed.append(data) or real_check(m, mp, name, data, hint))
     monkeypatch.setattr(checkpoints, "_tensors_from_bytes", lambda data, src: loaded.append(data) or real_tensors(data, src))
     load_pretrained("tiny", UNet)
     assert len(loaded) == 1 and any(h is loaded[0] for h in hashed)
@@ -441,7 +436,7 @@ def test_m1_the_bytes_hashed_are_the_bytes_loaded(tmp_path, monkeypatch):
 
 
 def test_manifest_entries_must_be_file_names_in_its_folder(tmp_path):
-    from dalle_mini_core.checkpoints import verify_manifest
+    from dalle_mini_core.weights import verify_manifest
 
     (tmp_path / "a.json").write_text("{}")
     manifest = write_manifest(tmp_path)

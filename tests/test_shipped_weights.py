@@ -6,8 +6,9 @@ import json
 import pytest
 import torch
 
-from dalle_mini_core.checkpoints import load_pretrained, read_checkpoint_json, verify_manifest
+from dalle_mini_core.checkpoints import read_checkpoint_json
 from dalle_mini_core.paths import data_dir
+from dalle_mini_core.weights import load_pretrained, verify_manifest
 
 WEIGHTS = data_dir() / "weights"
 NAMES = sorted(p.stem for p in WEIGHTS.glob("*.safetensors"))

@@ -10,16 +10,8 @@ import torch
 from torch import nn
 
 from dalle_mini_core.checkpoints import load_weights
-from dalle_mini_core.train import (
-    EMA,
-    TrainConfig,
-    TrainingDiverged,
-    latest_checkpoint,
-    load_run_weights,
-    lr_at,
-    read_metrics,
-    train,
-)
+from dalle_mini_core.runlog import latest_checkpoint, load_run_weights, read_metrics
+from dalle_mini_core.train import EMA, TrainConfig, TrainingDiverged, lr_at, train
 
 
 class TinyRegressor(nn.Module):
@@ -322,7 +314,7 @@ def test_plot_losses_reads_the_metric_log(tmp_path):
     import matplotlib
 
     matplotlib.use("Agg")
-    from dalle_mini_core.train import plot_losses
+    from dalle_mini_core.runlog import plot_losses
 
     train(fresh_model(), batch_fn, cfg(steps=8, out_dir=str(tmp_path)))
     fig = plot_losses(tmp_path, title="tiny")
@@ -339,3 +331,12 @@ def test_max_seconds_stops_early_saves_and_resumes_exactly(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step_00000001"
     rest = train(fresh_model(), batch_fn, cfg(steps=8, out_dir=str(tmp_path)))  # max_seconds may change on resume
     assert rest.resumed_from == 1 and same_weights(rest.model, full.model)
+
+
+def test_the_run_folder_readers_are_still_importable_from_train():
+    """They live in runlog.py now; `from dalle_mini_core.train import latest_checkpoint` keeps working."""
+    from dalle_mini_core import runlog
+    from dalle_mini_core import train as train_module
+
+    for name in ("latest_checkpoint", "load_run_weights", "read_metrics", "plot_losses"):
+        assert getattr(train_module, name) is getattr(runlog, name)

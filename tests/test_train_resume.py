@@ -20,10 +20,10 @@ from pathlib import Path
 import pytest
 
 from dalle_mini_core import stages as stages_mod
-from dalle_mini_core.checkpoints import verify_manifest
 from dalle_mini_core.cli import main
+from dalle_mini_core.runlog import latest_checkpoint
 from dalle_mini_core.stages import STAGES, train_all
-from dalle_mini_core.train import latest_checkpoint
+from dalle_mini_core.weights import verify_manifest
 
 REPO = Path(__file__).resolve().parent.parent
 STEPS = {"clip": 2, "prior": 2, "decoder": 3, "upsampler": 1}  # smoke recipe, shortened; decoder: 3 checkpoints
@@ -80,13 +80,13 @@ KILLER = textwrap.dedent("""
     # checkpoint KILL_STEP of stage KILL_STAGE: a real kill -9 at a controlled point.
     import os, signal, sys
     import dalle_mini_core.train as T
-    save = T._save
+    save = T.save_step
     def save_then_die(root, step, *args, **kwargs):
         path = save(root, step, *args, **kwargs)
         if root.parent.parent.name == os.environ["KILL_STAGE"] and step == int(os.environ["KILL_STEP"]):
             os.kill(os.getpid(), signal.SIGKILL)
         return path
-    T._save = save_then_die
+    T.save_step = save_then_die
     from dalle_mini_core.cli import main
     sys.exit(main(sys.argv[1:]))
 """)

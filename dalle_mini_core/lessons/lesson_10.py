@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from dalle_mini_core.data.attributes import parse_caption
 from dalle_mini_core.exercises import Exercise, exercise, register
-from dalle_mini_core.pipeline import slerp as _slerp
+from dalle_mini_core.latents import slerp as _slerp
 from dalle_mini_core.prior import rerank
 
 OPPOSITE = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
