@@ -96,7 +96,8 @@ def embed(clip: Any, bank: Mapping[str, Any], *, image_size: int | None = None, 
     images = bank["image"]
     if image_size is not None and image_size != images.shape[-1]:
         if images.shape[-1] % image_size:
-            raise ValueError(f"cannot shrink {images.shape[-1]}-pixel images to {image_size} by area averaging")
+            raise ValueError(f"image_size {image_size} does not divide the bank's {images.shape[-1]}-pixel images "
+                             f"(area averaging shrinks them by a whole factor)")
         images = F.avg_pool2d(images, images.shape[-1] // image_size)
     return {**bank, "image": images, "image_emb": torch.cat(image_emb), "text_emb": torch.cat(text_emb)}
 
