@@ -1,7 +1,6 @@
 """CLIP: loss parity with open_clip, embeddings, retrieval metrics, checkpoints (all offline)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import open_clip
@@ -13,9 +12,7 @@ from dalle_mini_core.checkpoints import read_checkpoint_json
 from dalle_mini_core.clip import (
     CLIPConfig,
     CLIPModel,
-    CLIPRecipe,
     attribute_accuracy,
-    clip_batches,
     clip_config,
     confusion_matrix,
     contrastive_loss,
@@ -28,7 +25,6 @@ from dalle_mini_core.clip import (
     shapes_caption_kind,
     shapes_oracle_embeddings,
     shapes_relevance,
-    train_clip,
     zero_shot_classify,
 )
 
@@ -437,32 +433,6 @@ def test_shapes_prompts_cover_every_combination():
     prompts, attrs = shapes_prompts(0)
     assert len(prompts) == len(set(prompts)) == 3 * 6 * 2 * 9
     assert prompts[0] == "a {size} {colour} {shape} at the {position}".format(**attrs[0])
-
-
-def test_clip_batches_are_pure_functions_of_the_step():
-    from dalle_mini_core.data.attributes import parse_caption
-    from dalle_mini_core.data.shapes import HELDOUT_COMBINATIONS
-
-    batch_fn = clip_batches("shapes", 8)
-    a, b, c = batch_fn(3), batch_fn(3), batch_fn(4)
-    assert a["image"].shape == (8, 3, 32, 32) and a["tokens"].shape == (8, 32)
-    assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
-    assert a["caption"] != c["caption"]
-    for cap in a["caption"] + c["caption"]:
-        for obj in parse_caption(cap).objects:
-            assert (obj.get("colour"), obj.get("shape")) not in HELDOUT_COMBINATIONS
-    with pytest.raises(ValueError, match="batch_size"):
-        clip_batches("shapes", 1)
-
-
-def test_train_clip_runs_through_train_py():
-    tiny32 = dataclasses.replace(TINY, context_length=32)  # batches carry 32-token captions
-    clip, result = train_clip("shapes", "smoke", config=tiny32, recipe=CLIPRecipe(steps=2, batch_size=4, warmup_steps=1),
-                              progress=False)
-    assert result.step == 2 and not clip.training
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.metrics)
-    with pytest.raises(ValueError, match="dataset_name"):
-        train_clip("mnist", "smoke")
 
 
 def test_show_confusion_draws_counts():

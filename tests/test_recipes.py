@@ -123,6 +123,7 @@ def test_upsampler_recipe_sets_the_corruption_and_the_sampling_noise_level():
                                                    noise_aug_max_t=max_t, noise_aug_sample_t=sample_t)
         model, _ = recipes.upsampler.train(recipe=recipe, bank={"image": images}, progress=False)
         assert model.config.noise_aug_max_t == max_t and model.config.noise_aug_sample_t == expected
+        assert model.config.noise_augmentation == (max_t > 0)
         assert model.config.low_res_size == 8 and model.config.prediction == "v"
 
 
