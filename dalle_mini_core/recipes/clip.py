@@ -18,9 +18,11 @@ import torch
 
 from ..banks import BankSpec, batches as draw, make
 from ..clip import CLIPConfig, CLIPModel, clip_config
+from ..options import check_dataset
 from .common import BatchHook, Recipe, fit, pick
 
-__all__ = ["CLIPRecipe", "RECIPES", "NEEDS_CLIP", "build_config", "bank_spec", "build", "batches", "train"]
+__all__ = ["CLIPRecipe", "RECIPES", "NEEDS_CLIP", "build_config", "bank_spec", "build", "batches", "train",
+           "load_or_train"]
 
 NEEDS_CLIP = False  # this stage makes the CLIP the others need
 
@@ -90,3 +92,17 @@ def train(dataset: str = "shapes", mode: str | None = None, *, recipe: CLIPRecip
     model = model if model is not None else build(recipe, dataset, seed=seed)
     return fit(model, batches(recipe, bank, dataset, seed=seed), recipe, steps=steps, out_dir=out_dir,
                max_seconds=max_seconds, seed=seed, progress=progress, wrap=wrap)
+
+
+def load_or_train(dataset: str = "shapes", mode: str | None = None, *, progress: bool = False) -> CLIPModel:
+    """The dataset's CLIP: the shipped weights ``data/weights/<dataset>_clip`` (sha256-checked) when
+    present, else trained now with ``RECIPES[dataset][mode]`` (a few minutes in cpu mode); in eval
+    mode on the default device."""
+    from ..checkpoints import load_pretrained
+    from ..device import get_device
+
+    check_dataset(dataset)
+    try:
+        return load_pretrained(f"{dataset}_clip", CLIPModel, device=get_device()).eval()
+    except FileNotFoundError:
+        return train(dataset, mode, progress=progress)[0].eval()
