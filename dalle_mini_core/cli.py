@@ -2,7 +2,7 @@
 
     dalle-mini demo                 the main job (see README): pictures into runs/demo/
     dalle-mini generate "a small red circle at the top left" --n 8 --out grid.png
-    dalle-mini train all --mode gpu train every stage of the shapes pipeline
+    dalle-mini train all --mode gpu train every stage of a pipeline (--dataset shapes|emoji)
     dalle-mini eval shapes --json F what the trained CLIP and prior know, measured
     dalle-mini bench unet --json F  U-Net speed against peer implementations
     dalle-mini info                 versions, device and run mode
