@@ -45,7 +45,8 @@ def _stack(items: Sequence[tuple[torch.Tensor, str]]) -> tuple[torch.Tensor, lis
 
 def render(dataset: DatasetName, n: int, *, image_size: int, split: str = "train",
            num_objects: int | tuple[int, ...] = (1, 2), seed: int = 0, workers: int = 0) -> dict[str, Any]:
-    """`n` items rendered once: {"image": (n, 3, S, S) in [-1, 1], "caption": [n], "tokens": (n, L)}.
+    """`n` items rendered once: {"image": (n, 3, S, S) in [-1, 1], "caption": [n], "tokens": (n, L),
+    "item": (n,) which picture each row shows (an emoji repeated with another caption keeps its item)}.
 
     shapes: scene i of ``ShapesDataset(split, seed=seed, num_objects=num_objects)`` (a bank of n
     rows is the first n rows of any larger one). emoji: the split's emoji in order, repeated with
@@ -61,19 +62,21 @@ def render(dataset: DatasetName, n: int, *, image_size: int, split: str = "train
         from .data.shapes import ShapesDataset
 
         data: Any = ShapesDataset(split, length=n, image_size=image_size, num_objects=num_objects, seed=seed)
+        items = torch.arange(n)
     else:
         from .data.emoji import EmojiDataset
 
         parts = [EmojiDataset(split, image_size=image_size, seed=seed * EMOJI_CAPTION_VARIANTS + k)
                  for k in range(EMOJI_CAPTION_VARIANTS)]
         data = torch.utils.data.Subset(torch.utils.data.ConcatDataset(parts), range(min(n, len(parts[0]) * len(parts))))
+        items = torch.arange(len(data)) % len(parts[0])
     workers = min(workers, os.cpu_count() or 1)
     loader = torch.utils.data.DataLoader(data, batch_size=512, num_workers=workers, collate_fn=_stack)
     images, captions = [], []
     for x, caps in loader:
         images.append(x)
         captions += caps
-    return {"image": torch.cat(images), "caption": captions, "tokens": tokenize(captions)}
+    return {"image": torch.cat(images), "caption": captions, "tokens": tokenize(captions), "item": items}
 
 
 @torch.no_grad()
@@ -129,7 +132,8 @@ def batches(bank: Mapping[str, Any], keys: Sequence[str], batch_size: int, *, se
             flip: bool = False) -> Callable[[int], dict[str, Any]]:
     """``batch_fn(step) -> {key: rows}``: `batch_size` rows of `bank`, seeded by `batch_seed(seed, step)`.
 
-    Rows are drawn with replacement, or all different with `distinct` (at most the bank's size);
+    Rows are drawn with replacement, or with `distinct` all showing different pictures (rows of
+    different ``item``, when the bank has that key; at most as many as there are pictures);
     `flip` mirrors each image left-right with probability 1/2.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -138,10 +142,21 @@ def batches(bank: Mapping[str, Any], keys: Sequence[str], batch_size: int, *, se
     if missing:
         raise ValueError(f"the bank has no {missing} (it has {sorted(bank)})")
     n = bank[keys[0]].shape[0]
+    items = bank.get("item") if distinct else None
+    if items is not None and torch.unique(items).numel() == n:
+        items = None  # every row a different picture (shapes): a permutation is enough
 
     def batch_fn(step: int) -> dict[str, Any]:
         g = torch.Generator().manual_seed(batch_seed(seed, step))
-        idx = torch.randperm(n, generator=g)[:batch_size] if distinct else torch.randint(0, n, (batch_size,), generator=g)
+        if distinct:
+            idx = torch.randperm(n, generator=g)
+            if items is not None:  # keep each picture's first row in the permutation
+                _, inverse = torch.unique(items[idx], return_inverse=True)
+                first = torch.full((int(inverse.max()) + 1,), n).scatter_reduce(0, inverse, torch.arange(n), "amin")
+                idx = idx[first.sort().values]
+            idx = idx[:batch_size]
+        else:
+            idx = torch.randint(0, n, (batch_size,), generator=g)
         out = {k: bank[k][idx] for k in keys}
         if flip:
             mirror = torch.rand(idx.shape[0], generator=g) < 0.5

@@ -211,6 +211,13 @@ def test_distinct_rows_and_flips():
     mirrored = {tuple(x.flip(-1).flatten().tolist()) for x in bank["image"]}
     assert all(tuple(x.flatten().tolist()) in originals | mirrored for x in flipped)
     assert any(tuple(x.flatten().tolist()) not in originals for x in flipped)
+    # an emoji bank repeats each picture with other captions: a contrastive batch takes each picture once
+    repeated = {"tokens": torch.arange(12), "item": torch.arange(12) % 4}
+    for step in range(20):
+        batch = banks.batches(repeated, ("tokens",), 3, distinct=True)(step)["tokens"]
+        assert len(batch) == 3 and len(set((batch % 4).tolist())) == 3
+    assert len(banks.batches(repeated, ("tokens",), 10, distinct=True)(0)["tokens"]) == 4
+    assert set(banks.batches(repeated, ("tokens",), 12)(0)["tokens"].tolist()) - set(range(12)) == set()
     with pytest.raises(ValueError, match="batch_size"):
         banks.batches(bank, ("image",), 0)
     with pytest.raises(ValueError, match="no \\['image_emb'\\]"):
@@ -235,6 +242,7 @@ def test_render_and_embed_once():
         banks.embed(clip, shapes, image_size=6)
     emoji = banks.render("emoji", 90, image_size=32, split="test")  # 82 test emoji, then other captions
     assert emoji["image"].shape[0] == 90 and torch.equal(emoji["image"][82], emoji["image"][0])
+    assert emoji["item"][82] == emoji["item"][0] == 0 and torch.equal(shapes["item"], torch.arange(6))
     assert banks.make(banks.BankSpec("shapes", 4, 8, embedded=True), clip=clip)["image"].shape == (4, 3, 8, 8)
     with pytest.raises(ValueError, match="needs the CLIP"):
         banks.make(banks.BankSpec("shapes", 4, 8, embedded=True))
