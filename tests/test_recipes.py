@@ -271,6 +271,12 @@ def test_uncond_checkpoint_stores_its_schedule_and_the_cli_reads_it(tmp_path, ca
     fallback = _load_uncond(old)
     assert (fallback.prediction, fallback.schedule.num_timesteps) == ("eps", 1000)
     assert uncond.schedule_fields({"steps": 1}) == uncond.DEFAULT_SCHEDULE
+    assert uncond.schedule_fields({"num_timesteps": 250})["timesteps"] == 250  # the shipped JSON's older name
+    from dalle_mini_core.paths import data_dir
+
+    if (data_dir() / "weights" / "shapes_uncond.safetensors").is_file():  # the shipped file, as the demo reads it
+        shipped = _load_uncond()
+        assert (shipped.prediction, shipped.schedule.num_timesteps) == ("eps", 1000)
     with pytest.raises(ValueError, match="the checkpoint's schedule must be one of"):
         uncond.schedule_fields({"schedule": "quadratic"})
     with pytest.raises(ValueError, match="timesteps"):

@@ -23,7 +23,8 @@ from .common import BatchHook, Recipe, fit, pick
 __all__ = ["UncondRecipe", "RECIPES", "bank_spec", "build", "batches", "train", "schedule_fields", "denoiser",
            "DEFAULT_SCHEDULE"]
 
-# How the shipped shapes_uncond was trained; its JSON predates the fields `schedule_fields` writes.
+# How the shipped shapes_uncond was trained: the values a checkpoint without these fields gets (the
+# shipped JSON records the schedule and prediction as notes, and T as "num_timesteps").
 DEFAULT_SCHEDULE = {"schedule": "cosine", "timesteps": 1000, "prediction": "eps"}
 
 
@@ -94,6 +95,8 @@ def schedule_fields(source: UncondRecipe | Mapping[str, Any] | None) -> dict[str
     if isinstance(source, UncondRecipe):
         return {"schedule": source.schedule, "timesteps": source.timesteps, "prediction": source.prediction}
     extra = dict(source or {})
+    if "timesteps" not in extra and "num_timesteps" in extra:  # the shipped file's JSON names it so
+        extra["timesteps"] = extra["num_timesteps"]
     fields = {k: extra.get(k, v) for k, v in DEFAULT_SCHEDULE.items()}
     check_schedule_kind(fields["schedule"], "the checkpoint's schedule")
     check_prediction(fields["prediction"], "the checkpoint's prediction")
