@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     from dalle_mini_core.defaults import GENERATE_DEFAULTS
     from dalle_mini_core.device import get_device
     from dalle_mini_core.pipeline import UnCLIP
-    from dalle_mini_core.stages import machine_description
+    from dalle_mini_core.runs import machine_description
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int)

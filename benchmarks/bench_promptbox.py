@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dalle_mini_core.pipeline import UnCLIP
     from dalle_mini_core.promptbox import FAST_STEPS, draw_prompt
-    from dalle_mini_core.stages import machine_description
+    from dalle_mini_core.runs import machine_description
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int)

@@ -2,7 +2,7 @@
 
     dalle-mini demo                 the main job (see README): pictures into runs/demo/
     dalle-mini generate "a small red circle at the top left" --n 8 --out grid.png
-    dalle-mini train all --mode gpu train every stage of the shapes pipeline
+    dalle-mini train all --mode gpu train every stage of a pipeline (--dataset shapes|emoji)
     dalle-mini eval shapes --json F what the trained CLIP and prior know, measured
     dalle-mini bench unet --json F  U-Net speed against peer implementations
     dalle-mini info                 versions, device and run mode
@@ -211,7 +211,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 
 _TRAIN_OPTIONS = {"budgets": "--budget", "max_steps": "--steps", "bank_size": "--bank", "seed": "--seed",
-                  "out_dir": "--out", "mode": "--mode"}
+                  "out_dir": "--out", "mode": "--mode", "dataset": "--dataset"}
 
 
 def _parse_whole(text: str, option: str) -> int:
@@ -264,11 +264,12 @@ def _parse_budgets(text: str, stages: tuple[str, ...]) -> dict[str, float]:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    """Train stages of the shapes pipeline (every stage with ``all``) into --out; resumable."""
+    """Train stages of a dataset's pipeline (every stage with ``all``) into --out; resumable."""
     from safetensors import SafetensorError
 
     from .paths import runs_dir
-    from .stages import process_rank, train_all
+    from .runs import process_rank, weights_name
+    from .stages import train_all
     from .train import TrainingDiverged
 
     stages = STAGES if args.stage == "all" else (args.stage,)
@@ -278,7 +279,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     seed = _parse_whole(args.seed, "--seed")
     out = Path(args.out) if args.out else runs_dir() / "weights"
     try:
-        report = train_all(mode=args.mode, out_dir=out, stages=stages, budgets=budgets, max_steps=caps,
+        report = train_all(mode=args.mode, out_dir=out, dataset=args.dataset, stages=stages, budgets=budgets, max_steps=caps,
                            bank_size=bank, seed=seed, option_names=_TRAIN_OPTIONS)
     except (OSError, SafetensorError) as exc:  # e.g. the disk filled up while a checkpoint was written
         reason = getattr(exc, "strerror", None) or str(exc).splitlines()[0]
@@ -292,36 +293,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
                   "again to resume", file=sys.stderr)
         return 130
     if process_rank() == 0:
-        print(f"dalle-mini train: {', '.join('shapes_' + s for s in stages)} in {out} ({report['seconds']} s; "
+        print(f"dalle-mini train: {', '.join(weights_name(args.dataset, s) for s in stages)} in {out} ({report['seconds']} s; "
               f"run the same command again after an interruption to resume)")
     return 0
 
 
-def _load_uncond() -> Any:
-    """The shipped unconditional shapes denoiser (checked against the manifest), or None with a note."""
+def _load_uncond(folder: Path | None = None) -> Any:
+    """The shipped unconditional shapes denoiser (checked against the manifest), as the `Denoiser`
+    its JSON describes (schedule kind, timesteps, prediction; `recipes.uncond.schedule_fields`
+    fills in the values of files that predate those fields), or None with a note. `folder`
+    (tests) reads ``folder/shapes_uncond`` instead of the shipped file."""
+    from .checkpoints import load_checkpoint, read_checkpoint_json
     from .device import get_device
+    from .paths import data_dir
+    from .recipes.uncond import denoiser
     from .weights import load_pretrained
 
+    stem = (folder if folder is not None else data_dir() / "weights") / "shapes_uncond"
     try:
-        return load_pretrained("shapes_uncond", device=get_device()).eval()
+        net = load_pretrained("shapes_uncond", device=get_device()) if folder is None else load_checkpoint(stem)
     except FileNotFoundError as exc:
         print(f"  (no unconditional samples: {exc})")
         return None
+    return denoiser(net, read_checkpoint_json(stem).get("extra")).to(get_device()).eval()
 
 
-def _demo_samples(net: Any, path: Path, seed: int, progress: bool | None = None) -> Path | None:
-    """16 unconditional shapes samples from the shipped weights (None when they are absent)."""
-    if net is None:
+def _demo_samples(model: Any, path: Path, seed: int, progress: bool | None = None) -> Path | None:
+    """16 unconditional shapes samples from the shipped denoiser (None when it is absent)."""
+    if model is None:
         return None
     import torch
 
     from .device import get_device
-    from .diffusion import Denoiser
     from .pipeline_io import stderr_is_tty
     from .sampling import ddim_sample
-    from .schedule import NoiseSchedule
 
-    model = Denoiser(net, NoiseSchedule.make("cosine", 1000), prediction="eps").to(get_device())
     gen = torch.Generator().manual_seed(seed)
     x_T = torch.randn(16, 3, 32, 32, generator=gen)
     x0 = ddim_sample(model, x_T.to(get_device()), model.schedule.respace(25).to(get_device()), generator=gen,
@@ -442,8 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
     p.set_defaults(fn=_cmd_generate)
 
-    p = sub.add_parser("train", help="train the shapes pipeline's stages (clip, prior, decoder, upsampler)",
-                       description="Train stages of the shapes pipeline into --out. Resumable: after an "
+    p = sub.add_parser("train", help="train a pipeline's stages (clip, prior, decoder, upsampler)",
+                       description="Train stages of a dataset's pipeline into --out as <dataset>_<stage> files. "
+                                   "Resumable: after an "
                                    "interruption, run the same command again; finished stages are skipped and the "
                                    "interrupted one resumes from its checkpoint (in OUT/train_runs/).")
     p.add_argument("stage", choices=["all", *STAGES],
@@ -451,14 +458,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=RUN_MODES,
                    help="recipe sizes: smoke (seconds), cpu, gpu (default: the run mode: DALLE_MINI_MODE, else gpu "
                         "with CUDA, else cpu)")
+    p.add_argument("--dataset", default="shapes", choices=list(DATASETS),
+                   help="the dataset whose pipeline is trained (default: shapes)")
     p.add_argument("--out", help="folder for the weights (default: weights/ in the runs folder, DALLE_MINI_RUNS; "
                                  "data/weights holds the shipped ones)")
     p.add_argument("--budget", help="wall-clock seconds per stage, '120' or 'clip=80,decoder=220'; each stage runs "
                                     "as many steps as fit, at most its recipe's (default: no budget)")
     p.add_argument("--steps", help="step counts overriding the recipes, '5000' or 'clip=3000,decoder=20000' "
                                    "(default: each recipe's)")
-    p.add_argument("--bank", help="scenes rendered once and sampled from, at least 1 "
-                                  "(default by mode: smoke 64, cpu 4000, gpu 200000; the upsampler's recipe sets its own)")
+    p.add_argument("--bank", help="scenes rendered once and sampled from, at least 1, for every stage "
+                                  "(default: each stage's recipe for the dataset and mode)")
     p.add_argument("--seed", default="0", help="seed of every random draw, 0 to 4294967295 (default 0)")
     p.set_defaults(fn=_cmd_train)
 

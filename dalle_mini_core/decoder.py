@@ -32,7 +32,7 @@ convolutions give its features some sense of place; see the measurement below). 
   direct "what goes where" sketch, in the spirit of spatial conditioning maps (e.g. the
   layout-to-image models; here it is learned from the embedding).
 
-Measured once offline (``compare_spatial``, reported in notebook 08, §7, from the record
+Measured once offline (reported in notebook 08, §7, from the record
 ``data/weights/reports/position_experiment_cpu.json``; 600 CPU steps of 32 one-object scenes, 150
 decoded test scenes, one standard error ±0.04):
 position right 0.59 with the time-embedding shift alone, 0.65 with the four context tokens (the
@@ -52,8 +52,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -78,14 +77,6 @@ __all__ = [
     "CaptionEncoder",
     "DecoderNet",
     "Decoder",
-    "DecoderRecipe",
-    "RECIPES",
-    "embed_shapes",
-    "embed_emoji",
-    "embedding_batches",
-    "load_shapes_clip",
-    "train_decoder",
-    "compare_spatial",
 ]
 
 SPATIAL_OPTIONS = ("none", "attention", "map")
@@ -506,232 +497,3 @@ class Decoder(Denoiser):
             raise ValueError(f"images must be (B, {u.in_channels}, {u.image_size}, {u.image_size}), got {tuple(images.shape)}")
         return ddim_invert(self, images.to(self.device), self.inversion_schedule(steps).to(self.device),
                            model_kwargs=self.model_kwargs(image_emb, tokens), prediction=self.prediction)
-
-
-# --------------------------------------------------------------------------------------------
-# 6. Data: CLIP embeddings of shapes scenes (and emoji), computed once
-# --------------------------------------------------------------------------------------------
-
-
-def _stack_items(items):
-    """[(image, caption), ...] → (images (B, 3, S, S), [captions])."""
-    return torch.stack([x for x, _ in items]), [c for _, c in items]
-
-
-@torch.no_grad()
-def embed_shapes(
-    clip: nn.Module,
-    num_images: int,
-    *,
-    split: str = "train",
-    image_size: int = 32,
-    num_objects: int | tuple[int, ...] = (1, 2),
-    seed: int = 0,
-    batch_size: int = 256,
-    num_workers: int = 0,
-) -> dict[str, Any]:
-    """Render `num_images` shapes scenes and encode them with `clip` once.
-
-    Returns {"image": (N, 3, S, S) float in [-1, 1] (CPU), "image_emb": (N, D) unit-norm (CPU),
-    "tokens": (N, L) long, "caption": list of N str}. Item i is scene i of
-    ``ShapesDataset(split, seed=seed, num_objects=num_objects)``.
-    """
-    from .data.shapes import ShapesDataset
-    from .data.tokens import tokenize
-
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-    dataset = ShapesDataset(split, length=num_images, image_size=image_size, num_objects=num_objects, seed=seed)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                                         collate_fn=_stack_items)
-    was_training = clip.training
-    clip.eval()
-    images, embs, captions = [], [], []
-    for x, caps in loader:
-        images.append(x)
-        embs.append(clip.encode_image(x).float().cpu())
-        captions += caps
-    clip.train(was_training)
-    return {"image": torch.cat(images), "image_emb": torch.cat(embs), "tokens": tokenize(captions),
-            "caption": captions}
-
-
-@torch.no_grad()
-def embed_emoji(clip: nn.Module, split: str = "train", *, image_size: int = 32, batch_size: int = 256,
-                seed: int = 0) -> dict[str, Any]:
-    """Emoji of a split, encoded once by an emoji CLIP at its own resolution (64×64), with the images
-    kept at the decoder's `image_size` (32: the 2×2 area average), as `embed_shapes` returns them.
-
-    Returns {"image": (N, 3, image_size, image_size), "image_emb": (N, D) unit-norm, "tokens",
-    "caption"} on the CPU, ready for `embedding_batches` and ``train_decoder(bank=...)``.
-    """
-    from .data.emoji import EmojiDataset
-    from .data.tokens import tokenize
-
-    if image_size not in (32, 64):
-        raise ValueError(f"image_size must be 32 or 64, got {image_size!r}")
-    full = EmojiDataset(split, image_size=64, seed=seed)
-    was_training = clip.training
-    clip.eval()
-    images, embs, captions = [], [], []
-    device = next(clip.parameters()).device
-    for start in range(0, len(full), batch_size):
-        x, caps = _stack_items([full[i] for i in range(start, min(start + batch_size, len(full)))])
-        embs.append(clip.encode_image(x.to(device)).float().cpu())
-        images.append(x if image_size == 64 else F.avg_pool2d(x, 2))
-        captions += caps
-    clip.train(was_training)
-    return {"image": torch.cat(images), "image_emb": torch.cat(embs), "tokens": tokenize(captions),
-            "caption": captions}
-
-
-def embedding_batches(bank: Mapping[str, Any], batch_size: int, *, seed: int = 0) -> Callable[[int], dict[str, Any]]:
-    """``batch_fn(step) -> {"image", "image_emb", "tokens"}``: `batch_size` rows of `bank` drawn
-    with replacement from a generator seeded by (seed, step) — a pure function of the step."""
-    n = bank["image"].shape[0]
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
-
-    def batch_fn(step: int) -> dict[str, Any]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, n, (batch_size,), generator=g)
-        return {"image": bank["image"][idx], "image_emb": bank["image_emb"][idx], "tokens": bank["tokens"][idx]}
-
-    return batch_fn
-
-
-# --------------------------------------------------------------------------------------------
-# 8. Training recipes by run mode
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class DecoderRecipe:
-    """How big a decoder, on how much data, for how long, in one run mode."""
-
-    steps: int  # optimizer steps
-    batch_size: int  # images per step
-    num_images: int  # shapes scenes rendered and CLIP-encoded once, then sampled with replacement
-    base_channels: int  # U-Net width at full resolution
-    num_res_blocks: int  # residual blocks per U-Net level
-    attention_resolutions: tuple[int, ...] = (16, 8)  # U-Net resolutions with attention (the middle always has it)
-    num_objects: tuple[int, ...] = (1, 2)  # objects per training scene
-    lr: float = 3e-4  # peak AdamW learning rate (warm-up, then cosine to 10%)
-    warmup_steps: int = 200  # linear warm-up steps
-    ema_decay: float = 0.999  # EMA of the weights, sampled from
-    num_workers: int = 0  # DataLoader workers for rendering the scenes
-
-
-RECIPES: dict[str, DecoderRecipe] = {
-    "smoke": DecoderRecipe(steps=3, batch_size=8, num_images=32, base_channels=32, num_res_blocks=1,
-                           warmup_steps=1, ema_decay=0.9),
-    # cpu: shows the mechanics; results that look right need the gpu recipe (or shipped weights).
-    "cpu": DecoderRecipe(steps=600, batch_size=32, num_images=4000, base_channels=32, num_res_blocks=1,
-                         lr=1e-3, warmup_steps=50, ema_decay=0.99),
-    # gpu: measured on an H100 (bf16 autocast, channels_last): 0.11 s per step of 256 images for
-    # this U-Net (base 64, two blocks per level, attention at 16 and 8), so ~3 minutes.
-    "gpu": DecoderRecipe(steps=1600, batch_size=256, num_images=60000, base_channels=64, num_res_blocks=2,
-                         lr=4e-4, warmup_steps=200, ema_decay=0.999, num_workers=8),
-}
-
-
-def load_shapes_clip(mode: str | None = None, *, name: str = "shapes_clip", progress: bool = False) -> nn.Module:
-    """The shapes CLIP: shipped weights ``data/weights/<name>`` when present, else trained now
-    with clip.py's recipe for `mode` (a few minutes in cpu mode)."""
-    from .checkpoints import load_pretrained
-    from .clip import CLIPModel, train_clip
-    from .device import get_device
-
-    try:
-        clip = load_pretrained(name, CLIPModel, device=get_device())
-    except FileNotFoundError:
-        clip, _ = train_clip("shapes", mode, progress=progress)
-    return clip.eval()
-
-
-def train_decoder(
-    mode: str | None = None,
-    *,
-    clip: nn.Module | None = None,
-    recipe: DecoderRecipe | None = None,
-    spatial: str = "attention",
-    use_text: bool = False,
-    bank: Mapping[str, Any] | None = None,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[Decoder, Any]:
-    """Train a decoder at 32×32 with train.py's loop; return (EMA decoder in eval mode, TrainResult).
-
-    Shapes by default; for emoji pass ``bank=embed_emoji(emoji_clip)`` (the same recipe sizes).
-
-    `mode` ("smoke", "cpu", "gpu"; default `run_mode()`) picks the recipe from `RECIPES` unless
-    `recipe` is given. `clip` defaults to `load_shapes_clip(mode)`. `bank` (from `embed_shapes`)
-    reuses precomputed embeddings, e.g. to train several decoders on the same data.
-    On CUDA, train.py uses bf16 autocast.
-    """
-    from .device import get_device, run_mode
-    from .train import TrainConfig, train
-
-    mode = mode or run_mode()
-    if mode not in RECIPES:
-        raise ValueError(f"mode must be one of {sorted(RECIPES)}, got {mode!r}")
-    r = recipe or RECIPES[mode]
-    if clip is None and bank is None:
-        clip = load_shapes_clip(mode, progress=progress)
-    if bank is None:
-        bank = embed_shapes(clip, r.num_images, num_objects=r.num_objects, seed=seed,
-                            num_workers=r.num_workers)
-    torch.manual_seed(seed)
-    unet = UNetConfig(image_size=32, base_channels=r.base_channels, channel_mult=(1, 2, 2),
-                      num_res_blocks=r.num_res_blocks, attention_resolutions=r.attention_resolutions,
-                      num_heads=4, num_groups=min(32, r.base_channels))
-    config = DecoderConfig(unet=unet, embed_dim=bank["image_emb"].shape[1], spatial=spatial, use_text=use_text,
-                           context_width=2 * r.base_channels)
-    decoder = Decoder(config)
-    device = get_device()
-    if device.type == "cuda":
-        decoder = decoder.to(memory_format=torch.channels_last)
-    tc = TrainConfig(steps=r.steps, lr=r.lr, warmup_steps=r.warmup_steps, schedule="cosine", grad_clip=1.0,
-                     ema_decay=r.ema_decay, ema_warmup=True, log_every=max(1, min(100, r.steps)),
-                     out_dir=None if out_dir is None else str(out_dir), seed=seed, progress=progress)
-    result = train(decoder, embedding_batches(bank, r.batch_size, seed=seed), tc)
-    trained = result.ema if result.ema is not None else result.model
-    return trained.eval(), result
-
-
-def compare_spatial(
-    mode: str | None = None,
-    *,
-    clip: nn.Module | None = None,
-    options: tuple[str, ...] = SPATIAL_OPTIONS,
-    recipe: DecoderRecipe | None = None,
-    num_eval: int = 300,
-    guidance_scale: float | None = 3.0,
-    sample_steps: int = 25,
-    seed: int = 0,
-    progress: bool = False,
-) -> dict[str, dict[str, float]]:
-    """The position experiment: one decoder per `spatial` option, same one-object data, same budget.
-
-    Every decoder trains on the same bank of CLIP embeddings of one-object scenes with the same
-    recipe (`RECIPES[mode]` with ``num_objects=(1,)`` unless `recipe` is given), then decodes the
-    embeddings of `num_eval` test scenes. Returns {option: {"shape", "colour", "size", "position",
-    "all", "steps", "train_s"}}; chance for position is 1/9.
-    """
-    from .device import run_mode
-    from .evaluation.decoder import decoded_attribute_accuracy as attribute_accuracy
-
-    mode = mode or run_mode()
-    r = recipe or dataclasses.replace(RECIPES[mode], num_objects=(1,))
-    clip = clip if clip is not None else load_shapes_clip(mode, progress=progress)
-    bank = embed_shapes(clip, r.num_images, num_objects=r.num_objects, seed=seed, num_workers=r.num_workers)
-    results = {}
-    for option in options:
-        decoder, result = train_decoder(mode, clip=clip, recipe=r, spatial=option, bank=bank, seed=seed,
-                                        progress=progress)
-        acc = attribute_accuracy(decoder, clip, num_images=num_eval, guidance_scale=guidance_scale,
-                                 steps=sample_steps, seed=seed)
-        results[option] = {k: acc[k] for k in ("shape", "colour", "size", "position", "all")}
-        results[option].update(steps=result.step, train_s=result.train_time_s)
-    return results

@@ -37,8 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -56,11 +55,6 @@ __all__ = [
     "downsample",
     "UpsamplerNet",
     "Upsampler",
-    "UpsamplerRecipe",
-    "RECIPES",
-    "render_bank",
-    "image_batches",
-    "train_upsampler",
 ]
 
 
@@ -331,127 +325,3 @@ class Upsampler(Denoiser):
                                 sampler_options=sampler_options, clip_x0=True, generator=generator,
                                 callback=callback, progress=progress)
 
-
-# --------------------------------------------------------------------------------------------
-# 4. Training recipes by run mode
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(kw_only=True)
-class UpsamplerRecipe:
-    """How big an upsampler, on how much data, for how long, in one run mode."""
-
-    steps: int  # optimizer steps
-    batch_size: int  # high-res images per step
-    num_images: int  # high-res images rendered once, then sampled with replacement
-    base_channels: int  # U-Net width at full resolution
-    num_res_blocks: int  # residual blocks per U-Net level
-    channel_mult: tuple[int, ...] = (1, 2, 2)  # U-Net levels (64 → 32 → 16)
-    lr: float = 3e-4  # peak AdamW learning rate (warm-up, then cosine to 10%)
-    warmup_steps: int = 200  # linear warm-up steps
-    ema_decay: float = 0.999  # EMA of the weights, sampled from
-    num_workers: int = 0  # DataLoader workers for rendering
-    prediction: str = "v"  # what the U-Net predicts (v learns far faster than ε here; module docstring)
-
-
-RECIPES: dict[str, UpsamplerRecipe] = {
-    "smoke": UpsamplerRecipe(steps=3, batch_size=4, num_images=16, base_channels=32, num_res_blocks=1,
-                             warmup_steps=1, ema_decay=0.9),
-    "cpu": UpsamplerRecipe(steps=400, batch_size=16, num_images=2000, base_channels=32, num_res_blocks=1,
-                           lr=1e-3, warmup_steps=50, ema_decay=0.99),
-    # gpu: sized for ~3 minutes on an H100 by estimate (64×64 costs ~4× the decoder's 32×32 per
-    # image and there is no attention); not yet timed there — stages.py fits steps to a budget.
-    "gpu": UpsamplerRecipe(steps=1200, batch_size=128, num_images=40000, base_channels=64, num_res_blocks=2,
-                           lr=4e-4, warmup_steps=200, ema_decay=0.999, num_workers=8),
-}
-
-
-def render_bank(dataset_name: str, num_images: int, *, image_size: int = 64, seed: int = 0,
-                num_workers: int = 0) -> torch.Tensor:
-    """`num_images` train images (N, 3, S, S) in [-1, 1] from "shapes" (1–2 objects) or "emoji"."""
-    if not isinstance(num_images, int) or num_images < 1:
-        raise ValueError(f"num_images must be a positive int, got {num_images!r}")
-    if dataset_name == "shapes":
-        from .data.shapes import ShapesDataset
-
-        dataset = ShapesDataset("train", length=num_images, image_size=image_size, seed=seed)
-    elif dataset_name == "emoji":
-        from .data.emoji import EmojiDataset
-
-        dataset = EmojiDataset("train", image_size=image_size, seed=seed)
-    else:
-        raise ValueError(f"dataset_name must be 'shapes' or 'emoji', got {dataset_name!r}")
-    n = min(num_images, len(dataset))
-    subset = torch.utils.data.Subset(dataset, range(n))
-    loader = torch.utils.data.DataLoader(subset, batch_size=256, num_workers=num_workers, collate_fn=_stack_images)
-    return torch.cat(list(loader))
-
-
-def _stack_images(items):
-    return torch.stack([x for x, _ in items])
-
-
-def image_batches(images: torch.Tensor, batch_size: int, *, seed: int = 0, flip: bool = False
-                  ) -> Callable[[int], dict[str, torch.Tensor]]:
-    """``batch_fn(step) -> {"image"}``: rows of `images` drawn with replacement, seeded by (seed, step).
-    `flip` mirrors half of them left-right (fine for emoji; shapes captions name left and right)."""
-    n = images.shape[0]
-
-    def batch_fn(step: int) -> dict[str, torch.Tensor]:
-        g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-        idx = torch.randint(0, n, (batch_size,), generator=g)
-        x = images[idx]
-        if flip:
-            mirror = torch.rand(batch_size, generator=g) < 0.5
-            x = torch.where(mirror[:, None, None, None], x.flip(-1), x)
-        return {"image": x}
-
-    return batch_fn
-
-
-def train_upsampler(
-    mode: str | None = None,
-    *,
-    dataset_name: str = "shapes",
-    recipe: UpsamplerRecipe | None = None,
-    images: torch.Tensor | None = None,
-    blur_probability: float = 0.5,
-    blur_sigma: tuple[float, float] = (0.4, 0.6),
-    noise_aug_max_t: int = 0,
-    noise_aug_sample_t: int | None = None,
-    out_dir: str | Path | None = None,
-    seed: int = 0,
-    progress: bool = True,
-) -> tuple[Upsampler, Any]:
-    """Train a 32→64 upsampler with train.py's loop; return (EMA upsampler in eval mode, TrainResult).
-
-    `mode` picks the recipe from `RECIPES` unless `recipe` is given; `images` (N, 3, 64, 64)
-    reuses rendered images. The corruption arguments go to `UpsamplerConfig` (blur_probability=0
-    and noise_aug_max_t=0 train without corruption); `noise_aug_sample_t` is the noise level the
-    model samples at (None: min(noise_aug_max_t, 50)). On CUDA, train.py uses bf16 autocast.
-    """
-    from .device import get_device, run_mode
-    from .train import TrainConfig, train
-
-    mode = mode or run_mode()
-    if mode not in RECIPES:
-        raise ValueError(f"mode must be one of {sorted(RECIPES)}, got {mode!r}")
-    r = recipe or RECIPES[mode]
-    if images is None:
-        images = render_bank(dataset_name, r.num_images, image_size=64, seed=seed, num_workers=r.num_workers)
-    torch.manual_seed(seed)
-    unet = UNetConfig(image_size=images.shape[-1], base_channels=r.base_channels, channel_mult=r.channel_mult,
-                      num_res_blocks=r.num_res_blocks, attention_resolutions=(), num_groups=min(32, r.base_channels))
-    config = UpsamplerConfig(unet=unet, low_res_size=images.shape[-1] // 2, blur_probability=blur_probability,
-                             blur_sigma=blur_sigma, noise_aug_max_t=noise_aug_max_t, prediction=r.prediction,
-                             noise_aug_sample_t=(min(noise_aug_max_t, 50) if noise_aug_sample_t is None else noise_aug_sample_t)
-                             if noise_aug_max_t else 0)
-    upsampler = Upsampler(config)
-    if get_device().type == "cuda":
-        upsampler = upsampler.to(memory_format=torch.channels_last)
-    tc = TrainConfig(steps=r.steps, lr=r.lr, warmup_steps=r.warmup_steps, schedule="cosine", grad_clip=1.0,
-                     ema_decay=r.ema_decay, ema_warmup=True, log_every=max(1, min(100, r.steps)),
-                     out_dir=None if out_dir is None else str(out_dir), seed=seed, progress=progress)
-    result = train(upsampler, image_batches(images, r.batch_size, seed=seed, flip=dataset_name == "emoji"), tc)
-    trained = result.ema if result.ema is not None else result.model
-    return trained.eval(), result

@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     from dalle_mini_core.evaluation.captions import CLEAN_THRESHOLD, prompt_set
     from dalle_mini_core.pipeline import UnCLIP
     from dalle_mini_core.sampling import model_calls
-    from dalle_mini_core.stages import machine_description
+    from dalle_mini_core.runs import machine_description
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", required=True)
@@ -210,7 +210,7 @@ def compare(pipe, args, t_start) -> int:
 
     from dalle_mini_core.defaults import GENERATE_DEFAULTS
     from dalle_mini_core.evaluation.report import caption_report
-    from dalle_mini_core.stages import machine_description
+    from dalle_mini_core.runs import machine_description
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
     from bench_generate import OLD_DEFAULTS

@@ -6,6 +6,6 @@
 set -euo pipefail
 OUT_DIR=${1:-data/weights}
 PY=${PYTHON:-python3}
-"$PY" -m dalle_mini_core.cli train all --mode gpu --out "$OUT_DIR" \
+"$PY" -m dalle_mini_core.cli train all --dataset shapes --mode gpu --out "$OUT_DIR" \
     --budget clip=60,prior=150,decoder=420,upsampler=120 \
     --steps clip=2400,prior=20000,decoder=8000,upsampler=6000

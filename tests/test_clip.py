@@ -1,7 +1,6 @@
 """CLIP: loss parity with open_clip, embeddings, checkpoints, training (all offline; measures: test_evaluation_clip.py)."""
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import open_clip
@@ -13,14 +12,11 @@ from dalle_mini_core.checkpoints import read_checkpoint_json
 from dalle_mini_core.clip import (
     CLIPConfig,
     CLIPModel,
-    CLIPRecipe,
-    clip_batches,
     clip_config,
     contrastive_loss,
     load_clip,
     load_open_clip_checkpoint,
     save_clip,
-    train_clip,
 )
 
 # A CLIP small enough to build and run in a fraction of a second.
@@ -262,29 +258,4 @@ def test_loading_refuses_anything_that_would_download(tmp_path):
 
 # --- shapes evaluation and the training recipe --------------------------------------------------
 
-
-def test_clip_batches_are_pure_functions_of_the_step():
-    from dalle_mini_core.data.attributes import parse_caption
-    from dalle_mini_core.data.shapes import HELDOUT_COMBINATIONS
-
-    batch_fn = clip_batches("shapes", 8)
-    a, b, c = batch_fn(3), batch_fn(3), batch_fn(4)
-    assert a["image"].shape == (8, 3, 32, 32) and a["tokens"].shape == (8, 32)
-    assert torch.equal(a["image"], b["image"]) and a["caption"] == b["caption"]
-    assert a["caption"] != c["caption"]
-    for cap in a["caption"] + c["caption"]:
-        for obj in parse_caption(cap).objects:
-            assert (obj.get("colour"), obj.get("shape")) not in HELDOUT_COMBINATIONS
-    with pytest.raises(ValueError, match="batch_size"):
-        clip_batches("shapes", 1)
-
-
-def test_train_clip_runs_through_train_py():
-    tiny32 = dataclasses.replace(TINY, context_length=32)  # batches carry 32-token captions
-    clip, result = train_clip("shapes", "smoke", config=tiny32, recipe=CLIPRecipe(steps=2, batch_size=4, warmup_steps=1),
-                              progress=False)
-    assert result.step == 2 and not clip.training
-    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in result.metrics)
-    with pytest.raises(ValueError, match="dataset_name"):
-        train_clip("mnist", "smoke")
 

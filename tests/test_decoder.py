@@ -2,7 +2,6 @@
 sampling determinism, checkpoints. Tiny U-Nets (16×16) so the whole file runs in seconds."""
 from __future__ import annotations
 
-import dataclasses
 
 import pytest
 import torch
@@ -11,13 +10,9 @@ import torch.nn.functional as F
 from dalle_mini_core.checkpoints import load_checkpoint, save_checkpoint
 from dalle_mini_core.decoder import (
     INVERSION_T_MAX,
-    RECIPES,
     Decoder,
     DecoderConfig,
     PositionalAttention,
-    compare_spatial,
-    embed_shapes,
-    embedding_batches,
 )
 from dalle_mini_core.diffusion import scale_embedding
 from dalle_mini_core.unet import AttentionBlock, UNetConfig
@@ -292,15 +287,6 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(net_output(loaded, emb, tokens=tokens), net_output(dec, emb, tokens=tokens))
 
 
-def test_embedding_batches_are_a_pure_function_of_the_step():
-    bank = {"image": torch.randn(10, 3, 16, 16), "image_emb": unit(10, 0), "tokens": torch.arange(10)[:, None]}
-    fn = embedding_batches(bank, 4, seed=1)
-    assert torch.equal(fn(5)["image"], fn(5)["image"])
-    assert not torch.equal(fn(5)["tokens"], fn(6)["tokens"]) or not torch.equal(fn(5)["tokens"], fn(7)["tokens"])
-    b = fn(0)
-    assert torch.equal(bank["image_emb"][b["tokens"][:, 0]], b["image_emb"])  # rows stay paired
-
-
 class FakeCLIP(torch.nn.Module):
     """encode_image: a fixed random projection of the pixels, unit-normalised (stands in for CLIP)."""
 
@@ -312,35 +298,16 @@ class FakeCLIP(torch.nn.Module):
         return F.normalize(self.proj(images.flatten(1)), dim=-1)
 
 
-def test_embed_shapes_runs_end_to_end():
-    torch.manual_seed(0)
-    clip = FakeCLIP()
-    bank = embed_shapes(clip, 4, num_objects=(1,), batch_size=3)
-    assert bank["image"].shape == (4, 3, 32, 32) and bank["image_emb"].shape == (4, D)
-    torch.testing.assert_close(bank["image_emb"].norm(dim=-1), torch.ones(4))
-    assert bank["tokens"].shape[0] == 4 and len(bank["caption"]) == 4
-
-
-def test_compare_spatial_trains_one_decoder_per_option_on_the_same_budget():
-    torch.manual_seed(0)
-    recipe = dataclasses.replace(RECIPES["smoke"], steps=1, num_images=8, num_objects=(1,))
-    out = compare_spatial("smoke", clip=FakeCLIP(), options=("none", "map"), recipe=recipe, num_eval=2,
-                          sample_steps=1)
-    assert set(out) == {"none", "map"}
-    assert out["none"]["steps"] == out["map"]["steps"] == 1
-    assert 0.0 <= out["map"]["position"] <= 1.0
-
-
-def test_embed_emoji_on_the_test_split():
+def test_emoji_bank_on_the_test_split():
     from dalle_mini_core.clip import CLIPModel, clip_config
-    from dalle_mini_core.decoder import embed_emoji
+    from dalle_mini_core.banks import BankSpec, embed, make, render
 
     torch.manual_seed(0)
     clip = CLIPModel(clip_config("emoji")).eval()
-    bank = embed_emoji(clip, "test", batch_size=32)
+    bank = make(BankSpec("emoji", 82, 32, embedded=True, split="test"), clip=clip)  # the 82 test emoji
     n = len(bank["caption"])
     assert bank["image"].shape == (n, 3, 32, 32) and bank["image_emb"].shape == (n, clip.embed_dim)
     assert torch.allclose(bank["image_emb"].norm(dim=-1), torch.ones(n), atol=1e-4)
     assert bank["image"].min() >= -1 and bank["image"].max() <= 1 and bank["tokens"].shape[0] == n
     with pytest.raises(ValueError, match="image_size"):
-        embed_emoji(clip, "test", image_size=48)
+        embed(clip, render("emoji", 2, image_size=64, split="test"), image_size=48)

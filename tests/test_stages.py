@@ -1,4 +1,4 @@
-"""stages.py and train.py's wall-clock budget: the parts of `dalle-mini train` that need no long run."""
+"""stages.py, runs.py and train.py's wall-clock budget: the parts of `dalle-mini train` that need no long run."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from dalle_mini_core.cli import _parse_budgets
-from dalle_mini_core.stages import fit_steps
+from dalle_mini_core.runs import fit_steps
 from dalle_mini_core.train import TrainConfig, read_metrics, train
 
 
@@ -93,7 +93,7 @@ def test_train_progress_is_readable_lines(tmp_path):
     assert not any("nan" in line.lower() or "{" in line for line in lines), lines  # no raw JSON, no "nan ms/step"
     # Every JSON file written is strict JSON (no bare NaN, e.g. for the calibration without a budget).
     for path in [tmp_path / "train_report.json", tmp_path / "shapes_clip.json",
-                 *tmp_path.glob("train_runs/*/stage.json")]:
+                 *tmp_path.glob("train_runs/*/*/stage.json")]:
         _strict(path.read_text())
     assert _strict((tmp_path / "train_report.json").read_text())["stages"]["clip"]["ms_per_step_calibration"] is None
 

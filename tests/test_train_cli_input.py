@@ -9,6 +9,7 @@ import tempfile
 
 import pytest
 
+from dalle_mini_core import banks as banks_mod
 from dalle_mini_core import stages as stages_mod
 from dalle_mini_core.cli import main
 
@@ -16,15 +17,13 @@ from dalle_mini_core.cli import main
 @pytest.fixture
 def no_work(monkeypatch):
     """Any rendering or training fails the test: the errors must come before the work."""
-    import dalle_mini_core.decoder as dec_mod
     import dalle_mini_core.train as train_mod
-    import dalle_mini_core.upsampler as up_mod
 
     def work(*args, **kwargs):
         raise AssertionError("work started before the input was refused")
 
-    for module, name in ((stages_mod, "_render_bank"), (stages_mod, "fit_steps"), (dec_mod, "embed_shapes"),
-                         (up_mod, "render_bank"), (train_mod, "train")):
+    for module, name in ((banks_mod, "render"), (banks_mod, "embed"), (stages_mod, "fit_steps"),
+                         (train_mod, "train")):
         monkeypatch.setattr(module, name, work)
 
 

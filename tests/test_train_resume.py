@@ -19,10 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from dalle_mini_core import stages as stages_mod
+from dalle_mini_core import runs as runs_mod
 from dalle_mini_core.cli import main
+from dalle_mini_core.options import STAGES
 from dalle_mini_core.runlog import latest_checkpoint
-from dalle_mini_core.stages import STAGES, train_all
+from dalle_mini_core.stages import train_all
 from dalle_mini_core.weights import verify_manifest
 
 REPO = Path(__file__).resolve().parent.parent
@@ -109,7 +110,7 @@ def test_sigkill_inside_a_stage_then_rerun_resumes_bit_identical(tmp_path, refer
     # manifest matches; the finished CLIP and prior wait in train_runs, the decoder has checkpoints.
     assert top_files(out) == before
     assert_consistent(out)
-    runs = out / "train_runs"
+    runs = out / "train_runs" / "shapes"
     assert (runs / "clip" / "final" / "shapes_clip.safetensors").is_file()
     assert (runs / "prior" / "final" / "shapes_prior.safetensors").is_file()
     assert not (runs / "clip" / "run" / "checkpoints").exists()  # a finished stage keeps no checkpoints
@@ -136,22 +137,22 @@ def test_sigkill_inside_a_stage_then_rerun_resumes_bit_identical(tmp_path, refer
 
 def test_crash_between_stages_and_during_the_moves(tmp_path, reference, monkeypatch):
     out = tmp_path / "weights"
-    import dalle_mini_core.decoder as dec_mod
+    import dalle_mini_core.banks as banks_mod
 
     # 1. A crash after the CLIP stage, before the prior's first step (while the bank is embedded).
     def crash(*args, **kwargs):
         raise RuntimeError("killed between stages")
 
     with monkeypatch.context() as m:
-        m.setattr(dec_mod, "embed_shapes", crash)
+        m.setattr(banks_mod, "embed", crash)
         with pytest.raises(RuntimeError, match="between stages"):
             run_all(out)
     assert not any(p.name.startswith("shapes_") for p in out.iterdir())  # nothing half-new in OUT
-    assert (out / "train_runs" / "clip" / "final").is_dir()
+    assert (out / "train_runs" / "shapes" / "clip" / "final").is_dir()
 
     # 2. The rerun skips the CLIP; it crashes again after moving one file of eight into OUT.
     moves: list[str] = []
-    real_move = stages_mod._move
+    real_move = runs_mod._move
 
     def move_once(src, dst):
         if moves:
@@ -161,7 +162,7 @@ def test_crash_between_stages_and_during_the_moves(tmp_path, reference, monkeypa
 
     lines: list[str] = []
     with monkeypatch.context() as m:
-        m.setattr(stages_mod, "_move", move_once)
+        m.setattr(runs_mod, "_move", move_once)
         with pytest.raises(OSError, match="during the moves"):
             run_all(out, lines=lines)
     assert any(line.startswith("[clip] finished by an earlier run") for line in lines)
@@ -205,7 +206,7 @@ def test_other_settings_do_not_touch_unfinished_work(tmp_path, monkeypatch, caps
         # the CLI turns the crash into one error line (no traceback) and a non-zero exit
         assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "2"]) != 0
     assert "last checkpoint" in capsys.readouterr().err
-    ckpt = latest_checkpoint(out / "train_runs" / "clip" / "run")
+    ckpt = latest_checkpoint(out / "train_runs" / "shapes" / "clip" / "run")
     assert ckpt is not None
     capsys.readouterr()
     assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "2", "--seed", "1"]) == 2
@@ -213,12 +214,14 @@ def test_other_settings_do_not_touch_unfinished_work(tmp_path, monkeypatch, caps
     assert len(err.splitlines()) == 1
     assert "seed 0 -> 1" in err and "Nothing was changed" in err and "--out" in err
     assert "overwrite" not in err and "delete" not in err
-    assert latest_checkpoint(out / "train_runs" / "clip" / "run") == ckpt  # still there
+    assert latest_checkpoint(out / "train_runs" / "shapes" / "clip" / "run") == ckpt  # still there
 
 
 def test_ctrl_c_keeps_the_steps_done_and_says_how_to_resume(tmp_path, monkeypatch, capsys):
     out = tmp_path / "weights"
-    real = stages_mod._clip_batches
+    from dalle_mini_core.recipes import clip as clip_recipe
+
+    real = clip_recipe.batches
 
     def interrupted_at_step_1(*args, **kwargs):
         batch_fn = real(*args, **kwargs)
@@ -231,10 +234,10 @@ def test_ctrl_c_keeps_the_steps_done_and_says_how_to_resume(tmp_path, monkeypatc
         return fn
 
     with monkeypatch.context() as m:
-        m.setattr(stages_mod, "_clip_batches", interrupted_at_step_1)
+        m.setattr(clip_recipe, "batches", interrupted_at_step_1)
         assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "3"]) == 130
     err = capsys.readouterr().err
     assert "interrupted" in err and "run the same command again to resume" in err and "Traceback" not in err
-    assert latest_checkpoint(out / "train_runs" / "clip" / "run").name == "step_00000001"  # train.py saved step 1
+    assert latest_checkpoint(out / "train_runs" / "shapes" / "clip" / "run").name == "step_00000001"  # train.py saved step 1
     assert main(["train", "clip", "--mode", "smoke", "--out", str(out), "--steps", "3"]) == 0
     assert "[clip] resuming at step 1 of 3" in capsys.readouterr().out

@@ -12,7 +12,6 @@ from dalle_mini_core.upsampler import (
     UpsamplerConfig,
     downsample,
     gaussian_blur,
-    image_batches,
 )
 
 
@@ -157,28 +156,3 @@ def test_save_and_load_round_trip(tmp_path):
     z = low_res_images(2)
     torch.testing.assert_close(loaded.sample(z, steps=2, generator=torch.Generator().manual_seed(0)),
                                up.sample(z, steps=2, generator=torch.Generator().manual_seed(0)))
-
-
-def test_image_batches_are_seeded_and_flip_only_when_asked():
-    images = torch.arange(5 * 3 * 4 * 4, dtype=torch.float32).view(5, 3, 4, 4)
-    fn = image_batches(images, 8, seed=0)
-    assert torch.equal(fn(3)["image"], fn(3)["image"])
-    rows = {tuple(x.flatten().tolist()) for x in images}
-    assert all(tuple(x.flatten().tolist()) in rows for x in fn(3)["image"])  # no flips
-    flipped = image_batches(images, 64, seed=0, flip=True)(0)["image"]
-    assert any(tuple(x.flatten().tolist()) not in rows for x in flipped)
-
-
-# --- training entry point -------------------------------------------------------------------------
-
-@pytest.mark.parametrize("max_t, sample_t, expected", [(0, None, 0), (200, None, 50), (200, 120, 120), (30, None, 30)])
-def test_train_upsampler_sets_the_sampling_noise_level(max_t, sample_t, expected):
-    from dalle_mini_core.upsampler import UpsamplerRecipe, train_upsampler
-
-    recipe = UpsamplerRecipe(steps=1, batch_size=2, num_images=4, base_channels=8, num_res_blocks=1,
-                             channel_mult=(1, 2), warmup_steps=1, ema_decay=0.9)
-    images = torch.rand(4, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    model, _ = train_upsampler(recipe=recipe, images=images, noise_aug_max_t=max_t, noise_aug_sample_t=sample_t,
-                               progress=False)
-    assert model.config.noise_aug_max_t == max_t and model.config.noise_aug_sample_t == expected
-    assert model.config.noise_augmentation == (max_t > 0)
