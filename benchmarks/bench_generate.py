@@ -1,6 +1,7 @@
 """Seconds per picture of the shipped shapes pipeline: old and new defaults side by side, per stage.
 
     python benchmarks/bench_generate.py [--threads 1] [--repeats 3] [--n 8] [--json FILE] [--variants]
+        [--candidate decoder_steps=8 ...]
 
 Times `UnCLIP.generate` (CLIP text encoder → prior → decoder → upsampler, 64×64 output) on one
 prompt × `n` pictures, after one warm-up call per setting; each stage is timed inside the same
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--json")
+    ap.add_argument("--candidate", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="also a row 'candidate': the new defaults with these changes "
+                         "(e.g. decoder_steps=8), on the same pipeline as 'new defaults'")
     ap.add_argument("--variants", nargs="*", choices=VARIANTS,
                     help="also these variants of the new defaults (no names: all of them)")
     args = ap.parse_args(argv)
@@ -109,6 +113,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = [("old defaults", load(channels_last=False), OLD_DEFAULTS, contextlib.nullcontext),
             ("new settings, contiguous", load(channels_last=False), new, contextlib.nullcontext),
             ("new defaults", load(), new, contextlib.nullcontext)]
+    if args.candidate:
+        candidate = dict(new)
+        for item in args.candidate:
+            key, _, value = item.partition("=")
+            if key not in new or not value:
+                raise SystemExit(f"--candidate {item!r}: expected KEY=VALUE with KEY one of {', '.join(new)}")
+            candidate[key] = json.loads(value) if value[:1] in "0123456789-{[\"" else value
+        rows.append(("candidate", rows[2][1], candidate, contextlib.nullcontext))
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     compile_seconds = None
     variants = [] if args.variants is None else (args.variants or list(VARIANTS))
     if "inference_mode" in variants:
@@ -163,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
               "cpu_seconds_per_picture": cpu_per_picture,
               "cpu_ratio_to_old": {k: v / cpu_ref for k, v in cpu_per_picture.items()},
               "cpu_seconds_per_picture_by_stage": cpu_per_stage,
-              "load_average_at_end": load_avg,
+              "load_average_at_start": load_at_start, "load_average_at_end": load_avg,
+              "candidate": rows[3][2] if args.candidate else None,
               "compile_seconds": compile_seconds, "all": times, "all_cpu": cpu_times}
     print(f"{'setting':24s} {'s/picture':>9s} {'× old':>6s}   " + "  ".join(f"{s:>14s}" for s in STAGES))
     for label, s in per_picture.items():

@@ -20,7 +20,10 @@ The pipeline is cut at its stages so each setting is measured on the SAME inputs
 ``--compare old new`` instead runs the whole pipeline at the old and the new defaults on the
 caption-accuracy report's prompts (`evaluation.report.caption_report`: 54 seen + 54 held-out prompts, one
 image each, seed 0 — the same prompts and images per prompt as the shipped eval report), and
-records caption accuracy and the clean share per stage output for each.
+records caption accuracy and the clean share per stage output for each, with each stage's
+seconds per picture (wall and CPU time, `bench_generate.StageTimer`) and the load average.
+``--compare new candidate --set decoder_steps=8`` compares the defaults with a candidate (the
+defaults changed by ``--set``) in the same run, from the same seed.
 
 Each row records seconds per picture for its stage (one thread unless `--threads`), model calls,
 clean share and caption accuracy (seen, held-out). The shipped upsampler was trained without
@@ -95,8 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--stages", nargs="*", default=["prior", "decoder", "upsampler"])
     ap.add_argument("--rows", nargs="*", help="labels to run (default: all)")
-    ap.add_argument("--compare", nargs="*", choices=["old", "new"],
-                    help="whole-pipeline caption accuracy and clean share at the old and/or new defaults")
+    ap.add_argument("--compare", nargs="*", choices=["old", "new", "candidate"],
+                    help="whole-pipeline caption accuracy and clean share at the old and/or new defaults, "
+                         "and/or a candidate (the new defaults changed by --set)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="the candidate's changes to the new defaults, e.g. decoder_steps=8 (JSON values)")
     ap.add_argument("--upsampler-input", default=DECODER_ROWS[0][0], help="the decoder row whose pictures the upsampler rows enlarge")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -151,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                                       generator=g).clamp(-1, 1)
             return x, (time.perf_counter() - t) / len(prompts)
 
-        z_ref, _ = prior("ddim", D["prior_steps"], {})
+        z_ref, _ = prior("ddim", D["prior_steps"], {})  # the decoder rows' input (as in the shipped sweep)
+        z_50, _ = prior(*PRIOR_ROWS[0][1:])  # the prior rows' reference: the old default, DDIM 50 steps
         ref_dec = DECODER_ROWS[0]
         up_in = next(r for r in DECODER_ROWS if r[0] == args.upsampler_input)
         if "prior" in args.stages:
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 if not wanted(label):
                     continue
                 z, sec = prior(sampler, steps, options)
-                cos = (z * z_ref).sum(-1)  # (N,) cosine to the old default's embedding, same noise
+                cos = (z * z_50).sum(-1)  # (N,) cosine to the old default's embedding, same noise
                 row = {"label": label, "sampler": sampler, "steps": steps, "options": options,
                        "model_calls": model_calls(sampler, steps), "seconds_per_picture": round(sec, 4),
                        "cosine_to_reference_mean": float(cos.mean()), "cosine_to_reference_min": float(cos.min()),
@@ -205,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def compare(pipe, args, t_start) -> int:
-    """Whole-pipeline caption accuracy and clean share per stage at the old and/or new defaults."""
+    """Whole-pipeline caption accuracy, clean share and seconds per stage at each setting compared."""
+    import os
+
     import torch
 
     from dalle_mini_core.defaults import GENERATE_DEFAULTS
@@ -213,20 +222,41 @@ def compare(pipe, args, t_start) -> int:
     from dalle_mini_core.runs import machine_description
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_generate import OLD_DEFAULTS
+    from bench_generate import OLD_DEFAULTS, StageTimer
 
+    candidate = dict(GENERATE_DEFAULTS)
+    for item in args.set:
+        key, _, value = item.partition("=")
+        if key not in GENERATE_DEFAULTS or not value:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(GENERATE_DEFAULTS)}")
+        candidate[key] = json.loads(value) if value[:1] in "0123456789-{[\"" else value
+    if "candidate" in args.compare and not args.set:
+        raise SystemExit("--compare candidate needs --set KEY=VALUE (the candidate's changes to the new defaults)")
     n = 54 if args.prompts == 16 else args.prompts  # the shipped report's 54 + 54 unless asked otherwise
-    report = {"machine": machine_description(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+    report = {"command": "python scripts/sweep_samplers.py " + " ".join(sys.argv[1:]),
+              "machine": machine_description(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "prompts_per_kind": n, "n_per_prompt": 1, "seed": args.seed, "compare": {}}
+    timer = StageTimer(pipe)
     for which in args.compare:
-        settings = OLD_DEFAULTS if which == "old" else GENERATE_DEFAULTS
+        settings = {"old": OLD_DEFAULTS, "new": GENERATE_DEFAULTS, "candidate": candidate}[which]
+        timer.reset()
+        load_before = os.getloadavg()
+        c0 = time.process_time()
         with torch.inference_mode():
             rep = caption_report(pipeline=pipe, n_prompts=n, n_per_prompt=1, seed=args.seed,
                                  generate_kwargs=dict(settings))
+        images = 2 * n
+        rep["cpu_seconds_per_image"] = round((time.process_time() - c0) / images, 4)
+        rep["seconds_per_image_by_stage"] = {s: round(v / images, 4) for s, v in timer.seconds.items()}
+        rep["cpu_seconds_per_image_by_stage"] = {s: round(v / images, 4) for s, v in timer.cpu_seconds.items()}
+        rep["load_average_before"] = [round(x, 2) for x in load_before]
+        rep["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
         report["compare"][which] = rep
         c = rep["clean_share"]
         print(f"{which}: seen {rep['seen']:.3f}  held-out {rep['heldout']:.3f}  clean decoder {c['decoder']['all']:.3f}  "
-              f"clean upsampler {c['upsampler']['all']:.3f}  {rep['seconds_per_image']:.2f} s/image (incl. scoring)",
+              f"clean upsampler {c['upsampler']['all']:.3f}  {rep['seconds_per_image']:.2f} s/image (incl. scoring), "
+              f"CPU s/image by stage {rep['cpu_seconds_per_image_by_stage']}, load {rep['load_average_after']}",
               flush=True)
         report["seconds_total"] = round(time.time() - t_start, 1)
         Path(args.json).write_text(json.dumps(report, indent=2, default=str))

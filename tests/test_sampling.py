@@ -555,3 +555,23 @@ def test_the_solvers_are_in_the_registry_and_still_importable_from_sampling():
     for name, fn in (("euler", "euler_sample"), ("heun", "heun_sample"), ("dpmpp_2m", "dpmpp_2m_sample")):
         assert sampling.SAMPLERS[name] is getattr(solvers, fn) is getattr(sampling, fn)
     assert sampling.karras_timesteps is solvers.karras_timesteps
+
+
+@pytest.mark.parametrize("steps,first_order", [(3, True), (5, True), (9, True), (10, False), (20, False)])
+def test_dpmpp_2m_steps_into_the_last_level_at_first_order_below_ten_levels(schedule, steps, first_order):
+    """Lower order at the final step (Lu et al.'s multistep DPM-Solver code, ``lower_order_final``, below 10
+    steps): with fewer than 10 levels the step into the last level uses x̂₀ alone, i.e. the DDIM step
+    x_u = (σ_u/σ_s) x_s + (α_u − α_s σ_u/σ_s) x̂₀(s), not the extrapolated D, whose overshoot on a
+    few large steps leaves the upsampler's backgrounds rough; from 10 levels on it stays second order."""
+    model = Gaussian(schedule, MU, SD)
+    grid = sampling_schedule(schedule, steps, "karras")
+    seen = []
+    dpmpp_2m_sample(model, _noise().double(), grid, clip_x0=False,
+                    callback=lambda i, t, x_t, x0: seen.append((x_t, x0)))
+    abar = grid.alphas_cumprod.double()
+    a_s, a_u = float(abar[1]), float(abar[0])
+    (x_s, x0_s), (x_u, _) = seen[-2], seen[-1]  # the states the model saw at the last two levels
+    ratio = math.sqrt((1 - a_u) / (1 - a_s))
+    first_order_step = ratio * x_s + (math.sqrt(a_u) - math.sqrt(a_s) * ratio) * x0_s
+    gap = (x_u - first_order_step).abs().max().item()  # ᾱ here is float32-rounded: agreement is to ~1e-6
+    assert gap < 1e-5 if first_order else gap > 1e-3, gap
