@@ -287,17 +287,6 @@ def test_save_and_load_round_trip(tmp_path):
     torch.testing.assert_close(net_output(loaded, emb, tokens=tokens), net_output(dec, emb, tokens=tokens))
 
 
-class FakeCLIP(torch.nn.Module):
-    """encode_image: a fixed random projection of the pixels, unit-normalised (stands in for CLIP)."""
-
-    def __init__(self, size: int = 32) -> None:
-        super().__init__()
-        self.proj = torch.nn.Linear(3 * size * size, D)
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(images.flatten(1)), dim=-1)
-
-
 def test_emoji_bank_on_the_test_split():
     from dalle_mini_core.clip import CLIPModel, clip_config
     from dalle_mini_core.banks import BankSpec, embed, make, render

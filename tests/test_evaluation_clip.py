@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dalle_mini_core.clip import CLIPConfig, CLIPModel
+from dalle_mini_core.clip import CLIPModel
 from dalle_mini_core.evaluation.clip import (
     confusion_matrix,
     embedding_map,
@@ -18,14 +18,7 @@ from dalle_mini_core.evaluation.clip import (
     zero_shot_classify,
 )
 
-# A CLIP small enough to build and run in a fraction of a second (as in test_clip.py).
-TINY = CLIPConfig(
-    image_size=16, patch_size=4, vision_width=32, vision_layers=1, vision_head_width=16,
-    text_width=32, text_layers=1, text_heads=2, embed_dim=16, context_length=16,
-)
-
-
-CAPTIONS = ["a red circle", "a blue square", "a big green triangle at the top", "a small yellow star"]
+from tiny_models import CAPTIONS, TINY_CLIP as TINY, random_images, unit_vectors
 
 
 @pytest.fixture(scope="module")
@@ -35,13 +28,11 @@ def tiny() -> CLIPModel:
 
 
 def _images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(n, 3, size, size, generator=g) * 2 - 1
+    return random_images(n, size, seed)
 
 
 def _unit(n: int, d: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.nn.functional.normalize(torch.randn(n, d, generator=g), dim=-1)
+    return unit_vectors(n, d, seed=seed)
 
 
 def test_retrieval_metrics_known_answers():

@@ -9,18 +9,11 @@ from dalle_mini_core.decoder import Decoder, DecoderConfig
 from dalle_mini_core.evaluation.decoder import decoded_attribute_accuracy, decoded_retrieval
 from dalle_mini_core.unet import UNetConfig
 
+from tiny_models import FakeCLIP
+
 D = 8
 
 
-class FakeCLIP(torch.nn.Module):
-    """encode_image: a fixed random projection of the pixels, unit-normalised (stands in for CLIP)."""
-
-    def __init__(self, size: int = 32) -> None:
-        super().__init__()
-        self.proj = torch.nn.Linear(3 * size * size, D)
-
-    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.proj(images.flatten(1)), dim=-1)
 
 
 def _decoder(embed_dim: int, **overrides) -> Decoder:

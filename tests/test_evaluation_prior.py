@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from dalle_mini_core.evaluation.prior import (
     cosine_to_true,
@@ -14,21 +13,13 @@ from dalle_mini_core.evaluation.prior import (
     retrieval_top1,
     text_embedding_baseline,
 )
-from dalle_mini_core.prior import DiffusionPrior, PriorConfig
+from dalle_mini_core.prior import DiffusionPrior
 
-D, L, V = 8, 5, 50  # as in test_prior.py
+from tiny_models import PRIOR_D as D, PRIOR_L as L, PRIOR_V as V, tiny_prior_config as tiny_config, unit_vectors as unit
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-def tiny_config(**overrides) -> PriorConfig:
-    fields = dict(embed_dim=D, width=32, depth=2, heads=2, context_length=L, vocab_size=V, num_timesteps=50)
-    fields.update(overrides)
-    return PriorConfig(**fields)
-
-
-def unit(*shape: int, seed: int = 0) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
 def test_baselines_and_metrics():

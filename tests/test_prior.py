@@ -11,7 +11,6 @@ from dalle_mini_core.evaluation.prior import cosine_to_true
 from dalle_mini_core.prior import (
     CausalSelfAttention,
     DiffusionPrior,
-    PriorConfig,
     PriorTransformer,
     causal_mask,
     load_prior,
@@ -21,20 +20,12 @@ from dalle_mini_core.prior import (
 from dalle_mini_core.diffusion import scale_embedding, unscale_embedding
 from dalle_mini_core.sampling import guided
 
-D, L, V = 8, 5, 50
+from tiny_models import PRIOR_D as D, PRIOR_L as L, PRIOR_V as V, tiny_prior_config as tiny_config, unit_vectors as unit
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
-def tiny_config(**overrides) -> PriorConfig:
-    fields = dict(embed_dim=D, width=32, depth=2, heads=2, context_length=L, vocab_size=V, num_timesteps=50)
-    fields.update(overrides)
-    return PriorConfig(**fields)
-
-
-def unit(*shape: int, seed: int = 0) -> torch.Tensor:
-    return F.normalize(torch.randn(*shape, generator=torch.Generator().manual_seed(seed)), dim=-1)
 
 
 def inputs(B: int = 3, seed: int = 0):
