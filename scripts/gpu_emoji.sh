@@ -121,7 +121,7 @@ fi
 pack
 
 # 4. Curves and samples (the pipeline's pictures of 8 train and 8 unseen names beside the real emoji)
-timeout $(( $(left) > 60 ? 45 : 10 )) "$PY" scripts/emoji_session_report.py "$WORK/weights" "$WORK/report" \
+timeout $(( $(left) > 150 ? 90 : ($(left) > 60 ? 45 : 10) )) "$PY" scripts/emoji_session_report.py "$WORK/weights" "$WORK/report" \
     >>"$LOG" 2>&1
 say "curves and samples rc=$?"
 pack
