@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from .options import DatasetName, check_dataset
 
-__all__ = ["batch_seed", "BankSpec", "render", "embed", "make", "batches", "EMOJI_CAPTION_VARIANTS"]
+__all__ = ["batch_seed", "BankSpec", "render", "embed", "make", "batches", "resident_device", "on_device",
+           "EMOJI_CAPTION_VARIANTS"]
 
 EMOJI_CAPTION_VARIANTS = 5  # an emoji bank repeats the split with this many caption seeds
 
@@ -128,21 +129,49 @@ def make(spec: BankSpec, *, seed: int = 0, clip: Any = None, workers: int = 0) -
     return embed(clip, bank, image_size=spec.image_size) if spec.embedded else bank
 
 
+def resident_device() -> torch.device:
+    """Where a bank's tensors live while a stage trains: the GPU when training runs on one (one process;
+    under torchrun each rank copies its own batches), else the CPU."""
+    from .device import get_device
+
+    dev = get_device()
+    if dev.type == "cuda" and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+        return dev
+    return torch.device("cpu")
+
+
+def on_device(bank: Mapping[str, Any], device: torch.device | None = None) -> dict[str, Any]:
+    """`bank` with its tensors moved to `device` (default `resident_device`) once, so that each step's
+    batch is cut on the GPU instead of being copied there; on the CPU the same tensors, untouched."""
+    dev = resident_device() if device is None else torch.device(device)
+    if dev.type == "cpu":
+        return dict(bank)
+    return {k: v.to(dev) if torch.is_tensor(v) and k != "item" else v for k, v in bank.items()}
+
+
 def batches(bank: Mapping[str, Any], keys: Sequence[str], batch_size: int, *, seed: int = 0, distinct: bool = False,
-            flip: bool = False) -> Callable[[int], dict[str, Any]]:
+            flip: bool = False, device: torch.device | None = None) -> Callable[[int], dict[str, Any]]:
     """``batch_fn(step) -> {key: rows}``: `batch_size` rows of `bank`, seeded by `batch_seed(seed, step)`.
 
     Rows are drawn with replacement, or with `distinct` all showing different pictures (rows of
     different ``item``, when the bank has that key; at most as many as there are pictures);
-    `flip` mirrors each image left-right with probability 1/2.
+    `flip` mirrors each image left-right with probability 1/2. The rows are cut where the bank's
+    tensors are moved once (`on_device`: the GPU when training runs on one, else the CPU, where
+    nothing moves); the row choices are drawn on the CPU either way, so they are the same.
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a whole number, at least 1, got {batch_size!r}")
     missing = [k for k in keys if k not in bank]
     if missing:
         raise ValueError(f"the bank has no {missing} (it has {sorted(bank)})")
-    n = bank[keys[0]].shape[0]
+    rows = {k: bank[k] for k in keys}
+    dev = resident_device() if device is None else torch.device(device)
+    if dev.type != "cpu":
+        rows = on_device(rows, dev)
+    n = rows[keys[0]].shape[0]
     items = bank.get("item") if distinct else None
+    if items is not None:
+        items = items.cpu()
     if items is not None and torch.unique(items).numel() == n:
         items = None  # every row a different picture (shapes): a permutation is enough
 
@@ -157,9 +186,11 @@ def batches(bank: Mapping[str, Any], keys: Sequence[str], batch_size: int, *, se
             idx = idx[:batch_size]
         else:
             idx = torch.randint(0, n, (batch_size,), generator=g)
-        out = {k: bank[k][idx] for k in keys}
+        if dev.type != "cpu":
+            idx = idx.to(dev)
+        out = {k: rows[k][idx] for k in keys}
         if flip:
-            mirror = torch.rand(idx.shape[0], generator=g) < 0.5
+            mirror = (torch.rand(idx.shape[0], generator=g) < 0.5).to(out["image"].device)
             out["image"] = torch.where(mirror[:, None, None, None], out["image"].flip(-1), out["image"])
         return out
 

@@ -160,7 +160,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    """Text → images with the shapes unCLIP pipeline (shipped weights, or --weights DIR)."""
+    """Text → images with a dataset's unCLIP pipeline (shipped shapes weights, or --weights DIR)."""
     from .paths import runs_dir
 
     # 1. every option, before any work (the pipeline checks them again against the loaded weights)
@@ -184,7 +184,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .pipeline import UnCLIP
 
     t0 = time.perf_counter()
-    pipe = UnCLIP.from_pretrained("shapes", folder=args.weights, upsampler=not args.low_res)
+    pipe = UnCLIP.from_pretrained(args.dataset, folder=args.weights, upsampler=not args.low_res)
     t_load = time.perf_counter() - t0
     t1 = time.perf_counter()
     images = pipe.generate(prompts, n_per_prompt=n, seed=seed, use_prior=not args.no_prior, progress=_progress(args),
@@ -200,11 +200,12 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .data.attributes import parse_caption
 
     for i, prompt in enumerate(prompts):
-        try:
-            parse_caption(prompt)
-            note = ""
-        except ValueError:  # still generated: CLIP's tokenizer reads any text
-            note = "  (not one of the training captions' patterns, e.g. 'a small red circle at the top left')"
+        note = ""
+        if args.dataset == "shapes":
+            try:
+                parse_caption(prompt)
+            except ValueError:  # still generated: CLIP's tokenizer reads any text
+                note = "  (not one of the training captions' patterns, e.g. 'a small red circle at the top left')"
         print(f"  row {i + 1}: {V.printable(prompt)}{note}")
     print(f"  {path}")
     return 0
@@ -349,8 +350,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 
     from .evaluation.report import evaluate
 
+    names = None if args.names is None else V.integer("--names", args.names, maximum=1693)
     report = evaluate(args.dataset, weights=args.weights, n=n, seed=seed, captions=not args.no_captions,
-                      n_prompts=n_prompts, n_per_prompt=per_prompt)
+                      n_prompts=n_prompts, n_per_prompt=per_prompt, n_emoji=names)
     from .registry import json_dumps_strict
 
     text = json_dumps_strict(report, indent=2)  # NaN/inf as null: strict JSON parsers reject a bare NaN
@@ -423,9 +425,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bars (they show only on a terminal anyway)")
     p.set_defaults(fn=_cmd_demo)
 
-    p = sub.add_parser("generate", help="text to images with the shapes pipeline (shipped weights)", formatter_class=_Help,
-                       description="Text to images with the shapes unCLIP pipeline: CLIP text encoder → prior → "
-                                   "decoder (32×32) → upsampler (64×64). Writes one grid, one row per prompt.")
+    p = sub.add_parser("generate", help="text to images with a pipeline (shipped shapes weights, or --weights)",
+                       formatter_class=_Help,
+                       description="Text to images with an unCLIP pipeline: CLIP text encoder → prior → "
+                                   "decoder (32×32) → upsampler (64×64). Writes one grid, one row per prompt. "
+                                   "--dataset emoji needs --weights (its weights are not shipped yet).")
+    p.add_argument("--dataset", default="shapes", choices=list(DATASETS),
+                   help="whose pipeline: shapes (shipped) or emoji (a folder from `dalle-mini train all --dataset emoji`)")
     p.add_argument("prompts", nargs="+", help='one or more captions, e.g. "a small red circle at the top left"')
     p.add_argument("--n", type=int, default=4, help=f"images per prompt (one grid row each; at most {V.MAX_IMAGES} "
                                                     "images per run)")
@@ -480,7 +486,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prompts", type=int, help="caption accuracy: prompts per kind, seen and held out, 1 … 54 "
                                                "(default: 54; 4 in smoke mode)")
     p.add_argument("--per-prompt", type=int, default=1, help=f"caption accuracy: images per prompt (1 … {MAX_PER_PROMPT})")
-    p.add_argument("--no-captions", action="store_true", help="skip the caption-accuracy section (it generates images)")
+    p.add_argument("--names", type=int, help="emoji: train names to draw, 1 … 1693, and min(82, N) test names "
+                                             "(default: 100 in cpu mode, 1693 in gpu mode, 6 in smoke mode)")
+    p.add_argument("--no-captions", action="store_true", help="skip the sections that generate images (shapes: "
+                                                              "caption accuracy; emoji: identity, FID/KID)")
     p.set_defaults(fn=_cmd_eval)
 
     p = sub.add_parser("bench", help="speed benchmarks", formatter_class=_Help)

@@ -244,8 +244,11 @@ def load_parts(dataset: object, folder: object, *, device: object = None,
     missing = [f"{dataset}_{p}" for p in parts if not (weights / f"{dataset}_{p}.safetensors").is_file()]
     if missing and folder is None and dataset in NOT_SHIPPED_YET:
         raise FileNotFoundError(
-            f"the {dataset} pipeline's weights are not shipped yet (only {', '.join(map(repr, SHIPPED))} is); "
-            f"if you trained them, give their folder: UnCLIP.from_pretrained('path/to/folder')")
+            f"the {dataset} pipeline's weights are not shipped yet (only {', '.join(map(repr, SHIPPED))} is): train "
+            f"them with `dalle-mini train all --dataset {dataset} --mode gpu --out runs/{dataset}` (minutes on one "
+            f"GPU; scripts/gpu_emoji.sh) or `--mode cpu` (a short, weak CPU run), then load that folder: "
+            f"UnCLIP.from_pretrained({dataset!r}, folder='runs/{dataset}') or `dalle-mini generate --dataset "
+            f"{dataset} --weights runs/{dataset}`")
     if missing:
         raise FileNotFoundError(
             f"no {dataset} pipeline weights in {shown(weights)} (missing: {', '.join(missing)}). "

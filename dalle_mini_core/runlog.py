@@ -55,7 +55,7 @@ METRIC_FIELDS = ("step", "loss", "lr", "grad_norm", "img_per_s", "time_s")
 # directory is the run found in it, however the path is spelled (trailing slash, relative path,
 # symlink) and wherever the folder was moved.
 RESUMABLE_FIELDS = frozenset({"steps", "log_every", "ckpt_every", "keep_checkpoints", "progress", "max_seconds",
-                              "device", "ddp_find_unused", "out_dir"})
+                              "device", "ddp_find_unused", "out_dir", "compile"})
 
 
 def run_identity(config: TrainConfig, model: nn.Module) -> dict[str, Any]:

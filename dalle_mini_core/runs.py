@@ -11,7 +11,9 @@ resuming, and moving finished stages into the output folder so that it is never 
   an interrupted run began;
 * the checks before any work (`check_out`, `check_memory`, `check_space`), `fit_steps` (how many
   steps fit a time budget), the float16 the weights ship in, and `Progress`, the readable
-  progress lines.
+  progress lines;
+* speed (`bf16_peak_tflops`, `train_flops_per_item`, `speed`): each stage's images/s and its
+  fraction of the device's measured bf16 matrix-product peak, in the report.
 """
 from __future__ import annotations
 
@@ -29,7 +31,8 @@ from .device import get_device
 
 __all__ = ["RUNS_FOLDER", "MAX_SEED", "MANIFEST", "process_rank", "machine_description", "fit_steps", "write_json",
            "read_json", "sha256", "duration", "round_to_float16", "save_weights", "Progress", "check_out",
-           "check_memory", "check_space", "stage_dir", "weights_name", "decide", "commit", "finish_commit"]
+           "check_memory", "check_space", "stage_dir", "weights_name", "decide", "commit", "finish_commit",
+           "bf16_peak_tflops", "train_flops_per_item", "speed"]
 
 RUNS_FOLDER = "train_runs"  # OUT/train_runs/<dataset>/<stage>/: a stage's run directory and its record
 MAX_SEED = 2**32 - 1  # seeds are mixed into 64-bit generator seeds; larger ones would alias
@@ -71,7 +74,7 @@ def fit_steps(model: torch.nn.Module, batch_fn: Callable[[int], dict], *, max_st
         return max_steps, float("nan")
     dev = get_device()
     probe = copy.deepcopy(model).to(dev).train()
-    opt = torch.optim.AdamW(probe.parameters(), lr=lr)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, **({"fused": True} if dev.type == "cuda" else {}))  # as train.py
 
     def step(i: int) -> None:
         batch = {k: (v.to(dev) if torch.is_tensor(v) else v) for k, v in batch_fn(i).items()}
@@ -90,6 +93,41 @@ def fit_steps(model: torch.nn.Module, batch_fn: Callable[[int], dict], *, max_st
     per_step = (time.perf_counter() - t0) / calib_steps
     del probe, opt
     return max(1, min(max_steps, int(budget_s / per_step))), per_step
+
+
+def bf16_peak_tflops(device: torch.device) -> float:
+    """The device's measured bf16 matrix-product rate in TFLOP/s (`bench.matmul_gflops`: n×n products,
+    n = 8192 on CUDA, 1024 elsewhere), the ceiling a stage's throughput is compared with."""
+    from .bench import matmul_gflops
+
+    return matmul_gflops(device, torch.bfloat16) / 1e3
+
+
+def train_flops_per_item(model: torch.nn.Module, batch: dict[str, Any], device: torch.device) -> float:
+    """FLOPs of one training step's forward and backward, per item of `batch` (counted by
+    ``torch.utils.flop_counter.FlopCounterMode`` on a throw-away copy, attention on the math path;
+    the optimizer's few element-wise FLOPs are left out)."""
+    import copy
+
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .device import autocast
+
+    probe = copy.deepcopy(model).to(device).train()
+    batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    counter = FlopCounterMode(display=False)
+    with sdpa_kernel(SDPBackend.MATH), autocast(device), counter:
+        probe.loss(batch).backward()
+    n = next(v.shape[0] for v in batch.values() if torch.is_tensor(v) and v.dim() > 0)
+    return counter.get_total_flops() / n
+
+
+def speed(img_per_s: float | None, flops_per_item: float, peak_tflops: float) -> dict[str, Any]:
+    """A stage's throughput in a report: items/s × FLOPs per item, and its fraction of the measured peak."""
+    achieved = (img_per_s or 0.0) * flops_per_item / 1e12
+    return {"train_gflop_per_item": round(flops_per_item / 1e9, 4), "train_tflop_per_s": round(achieved, 4),
+            "bf16_peak_tflop_per_s": round(peak_tflops, 1), "fraction_of_bf16_peak": achieved / peak_tflops}
 
 
 # ---------------------------------------------------------------------------------------------

@@ -55,9 +55,10 @@ import torch
 
 from .device import get_device, run_mode
 from .options import DATASETS, RUN_MODES, STAGES, check_choice
-from .runs import (MANIFEST, MAX_SEED, Progress, check_memory, check_out, check_space, commit, decide,
-                   duration, finish_commit, fit_steps, machine_description, process_rank, read_json, round_to_float16,
-                   save_weights, sha256, stage_dir, weights_name, write_json)
+from .runs import (MANIFEST, MAX_SEED, Progress, bf16_peak_tflops, check_memory, check_out, check_space, commit,
+                   decide, duration, finish_commit, fit_steps, machine_description, process_rank, read_json,
+                   round_to_float16, save_weights, sha256, speed, stage_dir, train_flops_per_item, weights_name,
+                   write_json)
 
 __all__ = ["STAGES", "train_all"]
 
@@ -146,6 +147,7 @@ def train_all(
     log: Callable[[str], None] = print,
     progress_every: float = 10.0,
     option_names: dict[str, str] | None = None,
+    measure_speed: bool | None = None,
 ) -> dict[str, Any]:
     """Train `stages` of `dataset`'s pipeline into `out_dir` as ``<dataset>_<stage>.safetensors/.json``.
 
@@ -161,12 +163,16 @@ def train_all(
     finished stages and resumes the interrupted one from its checkpoint, with the same final
     weights. `progress` prints a line per stage step every `progress_every` seconds through
     `log`; under torchrun only rank 0 logs and writes. `option_names` names the arguments in
-    error messages as the caller knows them (the CLI passes its options).
+    error messages as the caller knows them (the CLI passes its options). `measure_speed` (None: on
+    CUDA) measures the device's bf16 matmul peak once and adds to each stage's report its training
+    FLOPs per image, TFLOP/s and fraction of that peak (it trains nothing differently). On CUDA the
+    banks are moved to the GPU once (`banks.on_device`); ``DALLE_MINI_COMPILE=1`` compiles each
+    stage's loss with ``torch.compile`` (CUDA only).
 
     Returns a report (per stage: steps, seconds, final loss, img/s) also written to
     ``out_dir/train_report.json``; ``MANIFEST.json`` (sha256 of every file) is rewritten.
     """
-    from .banks import make
+    from .banks import make, on_device
     from .checkpoints import load_checkpoint
     from .clip import CLIPConfig, CLIPModel
     from .recipes import STAGE_RECIPES
@@ -219,6 +225,12 @@ def train_all(
 
     report: dict[str, Any] = {"dataset": dataset, "mode": mode, "machine": machine_description(), "device": str(dev),
                               "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]), "stages": {}}
+    measure_speed = dev.type == "cuda" if measure_speed is None else bool(measure_speed)
+    peak = None
+    if measure_speed and todo and main:
+        peak = bf16_peak_tflops(dev)  # once per run
+        report["bf16_peak_tflop_per_s"] = round(peak, 1)
+        log(f"measured bf16 matmul peak of {dev}: {peak:.1f} TFLOP/s")
     t_all = time.perf_counter()
     if not todo and all(decisions[s] == "done" for s in order):
         log(f"every stage asked for is already in {out}, trained with these settings: nothing to do")
@@ -267,6 +279,7 @@ def train_all(
             log(f"[{stage}] training {steps} steps (checkpoints in {run_dir})")
         meter = Progress(stage, steps, run_dir / "metrics.csv" if main else None, log,
                          progress_every if progress else math.inf)
+        flops = train_flops_per_item(model, mod.batches(recipe, bank, dataset, seed=seed)(0), dev) if peak else None
         trained, result = mod.train(dataset, mode, recipe=recipe, steps=steps, bank=bank, model=model, seed=seed,
                                     out_dir=run_dir if (main or world > 1) else None, progress=False, wrap=meter.wrap,
                                     max_seconds=None if budget is None else 1.25 * budget)
@@ -278,8 +291,13 @@ def train_all(
                 "ms_per_step_calibration": record["ms_per_step"], "resumed_from": result.resumed_from,
                 "bank": specs[stage].n}
         loss = f"{info['final_loss']:.4f}" if info["final_loss"] is not None else "–"
+        rate = ""
+        if flops is not None:
+            info.update(speed(info["img_per_s"], flops, peak))
+            rate = (f", {info['train_tflop_per_s']:.2f} TFLOP/s = {100 * info['fraction_of_bf16_peak']:.2f}% of the "
+                    f"measured bf16 matmul peak")
         log(f"[{stage}] done: {result.step} steps in {duration(info['seconds'])}, final loss {loss}, "
-            f"{info['img_per_s'] or 0:.1f} images/s")
+            f"{info['img_per_s'] or 0:.1f} images/s{rate}")
         return trained, info
 
     def stage_final(stage: str, model: torch.nn.Module, info: dict[str, Any]) -> None:
@@ -313,8 +331,8 @@ def train_all(
         spec = specs[stage]
         if spec not in banks:
             t0 = time.perf_counter()
-            banks[spec] = make(spec, seed=seed, clip=clip.to(dev) if spec.embedded else None,
-                               workers=recipes[stage].workers)
+            banks[spec] = on_device(make(spec, seed=seed, clip=clip.to(dev) if spec.embedded else None,
+                                         workers=recipes[stage].workers))  # on CUDA: moved to the GPU once
             log(f"[{stage}] bank: {spec.n} {dataset} items rendered{' and embedded' if spec.embedded else ''} "
                 f"in {time.perf_counter() - t0:.1f} s")
         trained, info = run(stage, banks[spec])

@@ -11,6 +11,8 @@ module              measures
 `captions`          caption accuracy of generated shapes, clean share, prompt sets, CLIP score,
                     R-precision (notebooks 05, 07, 09, 10)
 `images`            FID and KID on given features, identity retrieval
+`emoji`             the emoji pipeline: identity among the 1,870 emoji, FID/KID on CLIP features,
+                    full path vs no prior vs the decoder's reconstruction (``dalle-mini eval emoji``)
 `report`            ``dalle-mini eval``: one JSON report of what each trained stage knows
 ==================  ===========================================================================
 
@@ -48,6 +50,7 @@ from .clip import (
     zero_shot_classify,
 )
 from .decoder import decoded_attribute_accuracy, decoded_retrieval
+from .emoji import draw_emoji, emoji_names, emoji_report
 from .images import clip_image_features, frechet_distance, identity_retrieval, kernel_distance, pixel_features
 from .prior import (
     cosine_to_true,
@@ -76,6 +79,8 @@ __all__ = [
     "prompt_set", "attribute_scores", "caption_accuracy", "evaluate_captions", "clip_score", "r_precision",
     # images
     "frechet_distance", "kernel_distance", "identity_retrieval", "clip_image_features", "pixel_features",
+    # emoji
+    "emoji_names", "draw_emoji", "emoji_report",
     # report
     "evaluate", "load_stage",
 ]

@@ -13,6 +13,12 @@ Sections (each carries the sample count and seed it used):
   (fresh scenes of each caption through CLIP: a perfect prior's samples, what a faithful
   sampler scores) and ``retrieval_top1_by_group`` (the same scores per kind of caption,
   `evaluation.clip.shapes_caption_kind`);
+* ``emoji`` (emoji, when the prior and decoder exist; `evaluation.emoji.emoji_report`) — identity
+  of generated pictures among the 1,870 emoji in pixel space (top-1/top-5, chance), FID and KID on
+  CLIP image features beside the real-vs-real floor, for the full path, the path without the prior
+  and the decoder's reconstruction from true image embeddings; train names and the 82 unseen test
+  names; ``n_emoji`` train names (default by run mode). Without those weights the section holds
+  ``skipped``: the one-line reason and the command that trains them;
 * ``caption_accuracy`` (shapes) — the whole text-to-image pipeline (CLIP → prior → decoder →
   upsampler) draws images for fixed one-object prompts (`captions.prompt_set`), and the
   attribute reader checks every attribute each prompt stated: ``seen`` and ``heldout``
@@ -85,7 +91,8 @@ def _datasets(dataset: str, n_train: int, n_test: int):
 @torch.no_grad()
 def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None = None, seed: int = 0,
              gallery_size: int | None = None, captions: bool = True, n_prompts: int | None = None,
-             n_per_prompt: int = 1, generate_kwargs: dict[str, Any] | None = None) -> dict[str, Any]:
+             n_per_prompt: int = 1, generate_kwargs: dict[str, Any] | None = None,
+             n_emoji: int | None = None) -> dict[str, Any]:
     """The report described in the module docstring, as a JSON-ready dict."""
     from .clip import evaluate_retrieval, zero_shot_attribute_accuracy
     from .prior import embed_dataset, evaluate_prior
@@ -101,9 +108,7 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
     seed = V.seed("seed", seed)
     clip = load_stage(dataset, "clip", weights)
     if clip is None:
-        where = weights or "data/weights"
-        raise FileNotFoundError(f"no {dataset}_clip weights in {where}; train them first, e.g. "
-                                f"`dalle-mini train clip --out runs/weights` for shapes")
+        raise FileNotFoundError(missing_weights_message(dataset, weights, [f"{dataset}_clip"]))
     n_test = max(1000, n) if dataset == "shapes" else None
     train_set, test_set = _datasets(dataset, n_train=max(2000, 4 * n) if not smoke else 64, n_test=n_test or 0)
     gallery = gallery_size or min(100, len(test_set))
@@ -162,7 +167,33 @@ def evaluate(dataset: str, *, weights: str | Path | None = None, n: int | None =
         report["caption_accuracy"] = caption_report(weights, n_prompts=(4 if smoke else 54) if n_prompts is None else n_prompts,
                                                     n_per_prompt=n_per_prompt, seed=seed,
                                                     generate_kwargs=generate_kwargs)
+
+    # 4. Emoji: identity, FID/KID and the decoder's ceiling of the whole pipeline (evaluation/emoji.py)
+    if dataset == "emoji" and captions:
+        missing = [f"emoji_{p}" for p in ("prior", "decoder") if not _has(dataset, p, weights)]
+        if missing:
+            report["emoji"] = {"skipped": missing_weights_message(dataset, weights, missing)}
+        else:
+            from ..pipeline import UnCLIP
+            from .emoji import emoji_report
+
+            pipe = UnCLIP.from_pretrained("emoji", folder=weights,
+                                          upsampler=_has(dataset, "upsampler", weights))
+            report["emoji"] = emoji_report(pipe, n_train=n_emoji, n_test=None if n_emoji is None else min(82, n_emoji),
+                                           seed=seed, generate_kwargs=generate_kwargs)
     return report
+
+
+def missing_weights_message(dataset: str, weights: str | Path | None, missing: list[str]) -> str:
+    """One line: which weights are missing where, and the command that makes them."""
+    where = weights or "data/weights"
+    if dataset == "emoji":
+        how = ("the emoji pipeline is not shipped yet: train it with `dalle-mini train all --dataset emoji --mode gpu "
+               "--out runs/emoji` (about 6 minutes on one GPU; scripts/gpu_emoji.sh does it and evaluates), or "
+               "`--mode cpu` for a short CPU run, then give --weights runs/emoji")
+    else:
+        how = "train them first, e.g. `dalle-mini train clip --out runs/weights` for shapes"
+    return f"no {', '.join(missing)} weights in {where}; {how}"
 
 
 def _has(dataset: str, stage: str, weights: str | Path | None) -> bool:

@@ -7,12 +7,16 @@ the same recipe get the same weights:
   to 10% of the peak learning rate over the steps actually run (`warmup_for`);
 * EMA: when a recipe has an ``ema_decay``, the average uses train.py's warm-up
   ``d_n = min(decay, (1 + n) / (10 + n))``, so a short run is not dominated by its random start;
-* gradients clipped to norm 1; on CUDA the U-Nets train in channels_last memory layout;
+* gradients clipped to norm 1; on CUDA the U-Nets train in channels_last memory layout, with bf16
+  autocast and the fused AdamW kernel (train.py), from banks moved to the GPU once (`banks.batches`),
+  and, opted in with ``DALLE_MINI_COMPILE=1`` (or ``compile=True``), a loss compiled by ``torch.compile``; on the
+  CPU none of these applies, so a seed gives the same weights, bit for bit, as before they existed;
 * checkpoints (when a run directory is given): about ten per run, the newest two kept.
 """
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +27,7 @@ from torch import nn
 from ..device import get_device, run_mode
 from ..options import check_dataset, check_mode
 
-__all__ = ["Recipe", "BatchHook", "warmup_for", "fit", "pick"]
+__all__ = ["Recipe", "BatchHook", "warmup_for", "fit", "pick", "compile_requested"]
 
 BatchHook = Callable[[Callable[[int], dict]], Callable[[int], dict]]
 
@@ -44,6 +48,14 @@ class Recipe:
     workers: int = 0  # DataLoader processes rendering the bank
 
 
+def compile_requested() -> bool:
+    """``DALLE_MINI_COMPILE=1``: compile each stage's loss with torch.compile (applied on CUDA only)."""
+    value = os.environ.get("DALLE_MINI_COMPILE", "").strip()
+    if value not in ("", "0", "1"):
+        raise ValueError(f"DALLE_MINI_COMPILE must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
 def warmup_for(recipe: Recipe, steps: int) -> int:
     """The warm-up steps of a run of `steps` steps (the one warm-up rule)."""
     return min(recipe.warmup_steps, max(1, steps // 5))
@@ -58,13 +70,15 @@ def pick(recipes: dict[str, dict[str, Any]], dataset: str, mode: str | None, rec
 
 def fit(model: nn.Module, batch_fn: Callable[[int], dict], recipe: Recipe, *, steps: int | None = None,
         out_dir: str | Path | None = None, max_seconds: float | None = None, seed: int = 0, progress: bool = True,
-        wrap: BatchHook | None = None, channels_last: bool = False) -> tuple[nn.Module, Any]:
+        wrap: BatchHook | None = None, channels_last: bool = False,
+        compile: bool | None = None) -> tuple[nn.Module, Any]:
     """Train `model` on `batch_fn` with train.py's loop as `recipe` says; return (trained, TrainResult).
 
     `steps` overrides the recipe's count (e.g. the count that fits a time budget), `out_dir` is
     a run directory (checkpoints and metrics.csv; a rerun resumes it), `max_seconds` stops early,
     `wrap` wraps the batch function (a progress meter), `seed` fixes every draw. The trained model
     is the EMA when the recipe keeps one, in eval mode, on the training device, unrounded.
+    `compile` (None: ``DALLE_MINI_COMPILE=1`` in the environment) compiles the loss on CUDA only.
     """
     from ..train import TrainConfig, train
 
@@ -77,7 +91,7 @@ def fit(model: nn.Module, batch_fn: Callable[[int], dict], recipe: Recipe, *, st
         ema_decay=recipe.ema_decay, ema_warmup=recipe.ema_decay is not None,
         log_every=max(1, min(50, steps // 20)), ckpt_every=max(1, math.ceil(steps / 10)) if out_dir else None,
         keep_checkpoints=2, out_dir=None if out_dir is None else str(out_dir), seed=seed, progress=progress,
-        max_seconds=max_seconds)
+        max_seconds=max_seconds, compile=compile_requested() if compile is None else bool(compile))
     result = train(model, wrap(batch_fn) if wrap is not None else batch_fn, config)
     trained = result.ema if result.ema is not None else result.model
     return trained.eval(), result

@@ -51,10 +51,14 @@ _SHAPES = {
 }
 RECIPES: dict[str, dict[str, UpsamplerRecipe]] = {
     "shapes": _SHAPES,
-    # emoji (first recipes; tuned in the emoji issue): the 1,693 train emoji, mirrored at random
+    # emoji: the 1,693 train emoji, mirrored at random
     "emoji": {"smoke": _SHAPES["smoke"],
               "cpu": UpsamplerRecipe(steps=400, batch_size=16, bank=1693, base_channels=32, num_res_blocks=1, lr=1e-3,
                                      warmup_steps=50, ema_decay=0.99),
+              # gpu: sized for about 90 s on one H100 -- an ESTIMATE, not a measurement: the emoji stages have not
+              # run on a GPU yet. It is the shapes run's measured rate (data/weights/train_report.json, H100, bf16,
+              # banks on the CPU, before fused AdamW) applied to this recipe's sizes: the shapes upsampler (the
+              # same U-Net and batch) trained 1,820 images/s, so 1,200 steps of 128 take about 84 s.
               "gpu": UpsamplerRecipe(steps=1200, batch_size=128, bank=1693, base_channels=32, num_res_blocks=2,
                                      lr=4e-4, warmup_steps=200, ema_decay=0.999)},
 }
