@@ -30,6 +30,7 @@ def main(budget_s: float = 420.0, mode: str = "gpu") -> int:
     from dalle_mini_core.banks import make
     from dalle_mini_core.checkpoints import save_checkpoint
     from dalle_mini_core.data.reader import detect_objects
+    from dalle_mini_core.options import model_device
     from dalle_mini_core.recipes import uncond
     from dalle_mini_core.runs import fit_steps, machine_description
     from dalle_mini_core.sampling import ddim_sample
@@ -60,7 +61,7 @@ def main(budget_s: float = 420.0, mode: str = "gpu") -> int:
              "recipe": f"dalle_mini_core/recipes/uncond.py, {mode}"}
     save_checkpoint(out / "shapes_uncond", net, net.config, extra=extra)
     # quick evaluation: DDIM 50 steps, 512 samples, share with exactly one detected object
-    dev = next(net.parameters()).device
+    dev = model_device(net)
     sched = ema.schedule.respace(50).to(dev)
     g = torch.Generator(device="cpu").manual_seed(0)
     x_T = torch.randn(512, 3, recipe.image_size, recipe.image_size, generator=g).to(dev)

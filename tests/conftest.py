@@ -2,6 +2,18 @@
 from __future__ import annotations
 
 import pytest
+import torch
+
+from tiny_models import TINY_CLIP
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny CLIP of tiny_models.TINY_CLIP, seeded, in eval mode (one per test module)."""
+    from dalle_mini_core.clip import CLIPModel
+
+    torch.manual_seed(0)
+    return CLIPModel.from_config(TINY_CLIP).eval()
 
 
 @pytest.fixture(scope="session")

@@ -21,33 +21,19 @@ from dalle_mini_core.clip import (
 from tiny_models import CAPTIONS, TINY_CLIP as TINY, random_images, unit_vectors
 
 
-@pytest.fixture(scope="module")
-def tiny() -> CLIPModel:
-    torch.manual_seed(0)
-    return CLIPModel.from_config(TINY).eval()
-
-
-def _images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
-    return random_images(n, size, seed)
-
-
-def _unit(n: int, d: int, seed: int) -> torch.Tensor:
-    return unit_vectors(n, d, seed=seed)
-
-
 # --- the loss ---------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("scale", [1.0, 14.3, 100.0])
 def test_contrastive_loss_matches_open_clip(scale):
-    img, txt = _unit(8, 16, 1), _unit(8, 16, 2)
+    img, txt = unit_vectors(8, 16, seed=1), unit_vectors(8, 16, seed=2)
     ours = contrastive_loss(img, txt, torch.tensor(scale))
     theirs = ClipLoss()(img, txt, torch.tensor(scale))
     assert torch.allclose(ours, theirs, atol=1e-6), (ours.item(), theirs.item())
 
 
 def test_contrastive_loss_gradients_match_open_clip():
-    img, txt = _unit(6, 8, 3).requires_grad_(), _unit(6, 8, 4).requires_grad_()
+    img, txt = unit_vectors(6, 8, seed=3).requires_grad_(), unit_vectors(6, 8, seed=4).requires_grad_()
     g_ours = torch.autograd.grad(contrastive_loss(img, txt, 10.0), (img, txt))
     g_theirs = torch.autograd.grad(ClipLoss()(img, txt, 10.0), (img, txt))
     for a, b in zip(g_ours, g_theirs):
@@ -66,7 +52,7 @@ def test_contrastive_loss_known_values():
 
 
 def test_model_loss_is_open_clip_loss_on_its_embeddings(tiny):
-    images = _images(4)
+    images = random_images(4)
     batch = {"image": images, "caption": CAPTIONS}
     with torch.no_grad():
         want = contrastive_loss(tiny.encode_image(images), tiny.encode_text(CAPTIONS), tiny.logit_scale)
@@ -78,7 +64,7 @@ def test_model_loss_is_open_clip_loss_on_its_embeddings(tiny):
 def test_a_few_steps_lower_the_loss():
     torch.manual_seed(0)
     clip = CLIPModel.from_config(TINY)
-    batch = {"image": _images(4), "caption": CAPTIONS}
+    batch = {"image": random_images(4), "caption": CAPTIONS}
     opt = torch.optim.AdamW(clip.parameters(), lr=5e-3)
     first = clip.loss(batch).item()
     for _ in range(8):
@@ -93,7 +79,7 @@ def test_a_few_steps_lower_the_loss():
 
 def test_embeddings_are_unit_norm_with_the_right_shape(tiny):
     with torch.no_grad():
-        img = tiny.encode_image(_images(3))
+        img = tiny.encode_image(random_images(3))
         txt = tiny.encode_text(CAPTIONS)
         one = tiny.encode_text("a red circle")
     assert img.shape == (3, 16) and txt.shape == (4, 16) and one.shape == (1, 16)
@@ -103,7 +89,7 @@ def test_embeddings_are_unit_norm_with_the_right_shape(tiny):
 
 
 def test_encoding_is_deterministic_and_batch_independent(tiny):
-    images = _images(5, seed=3)
+    images = random_images(5, seed=3)
     with torch.no_grad():
         a, b = tiny.encode_image(images), tiny.encode_image(images)
         alone = tiny.encode_image(images[2:3])
@@ -126,9 +112,9 @@ def test_tokens_and_captions_give_the_same_embedding(tiny):
 
 
 def test_normalisation_is_identity_for_tiny_models_and_resizes(tiny):
-    x = _images(2)
+    x = random_images(2)
     assert torch.allclose(tiny.normalize_images(x), x, atol=1e-6)
-    assert tiny.normalize_images(_images(2, size=32)).shape == (2, 3, 16, 16)
+    assert tiny.normalize_images(random_images(2, size=32)).shape == (2, 3, 16, 16)
 
 
 def test_config_and_wrapped_model_build_the_same_thing():
@@ -139,7 +125,7 @@ def test_config_and_wrapped_model_build_the_same_thing():
     wrapped = CLIPModel(b.model, image_size=16, context_length=16)
     with torch.no_grad():
         assert torch.equal(a.encode_text(CAPTIONS), b.encode_text(CAPTIONS))
-        assert torch.equal(wrapped.encode_image(_images(2)), b.encode_image(_images(2)))
+        assert torch.equal(wrapped.encode_image(random_images(2)), b.encode_image(random_images(2)))
     with pytest.raises(ValueError, match="image_size and context_length"):
         CLIPModel(b.model)
     with pytest.raises(TypeError, match="CLIPConfig or an open_clip model"):
@@ -166,7 +152,7 @@ def test_presets_build_and_encode(name):
     torch.manual_seed(0)
     clip = CLIPModel.from_config(clip_config(name)).eval()
     with torch.no_grad():
-        e = clip.encode_image(_images(2, size=clip.image_size))
+        e = clip.encode_image(random_images(2, size=clip.image_size))
         t = clip.encode_text(["a red circle", "a grinning face"])
     assert e.shape == t.shape == (2, clip.config.embed_dim)
     assert clip.context_length == 32
@@ -184,7 +170,7 @@ def test_save_and_load_round_trip(tmp_path, tiny):
     loaded = load_clip(tmp_path / "clip_tiny")
     assert loaded.config == TINY and not loaded.training
     with torch.no_grad():
-        assert torch.equal(loaded.encode_image(_images(2)), tiny.encode_image(_images(2)))
+        assert torch.equal(loaded.encode_image(random_images(2)), tiny.encode_image(random_images(2)))
         assert torch.equal(loaded.encode_text(CAPTIONS), tiny.encode_text(CAPTIONS))
 
 
@@ -207,7 +193,7 @@ def test_local_open_clip_checkpoint_round_trip(tmp_path, fmt):
         obj = state if fmt == "pt" else {"state_dict": {"module." + k: v for k, v in state.items()}}
         torch.save(obj, path)
     clip = load_open_clip_checkpoint(path, TINY)
-    images, tokens = _images(2), open_clip.tokenizer.SimpleTokenizer(context_length=16)(CAPTIONS)
+    images, tokens = random_images(2), open_clip.tokenizer.SimpleTokenizer(context_length=16)(CAPTIONS)
     with torch.no_grad():
         want_img = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
         want_txt = torch.nn.functional.normalize(model.encode_text(tokens), dim=-1)
@@ -229,7 +215,7 @@ def test_local_checkpoint_by_open_clip_architecture_name(tmp_path):
     clip = load_open_clip_checkpoint(tmp_path / "w.safetensors", "dmc-test-tiny")
     # A named architecture keeps open_clip's image statistics (OpenAI's), so the [-1, 1] input
     # is renormalised before the tower sees it.
-    images = _images(2)
+    images = random_images(2)
     x01 = (images + 1) / 2
     mean = torch.tensor(open_clip.OPENAI_DATASET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(open_clip.OPENAI_DATASET_STD).view(1, 3, 1, 1)

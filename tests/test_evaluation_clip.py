@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dalle_mini_core.clip import CLIPModel
 from dalle_mini_core.evaluation.clip import (
     confusion_matrix,
     embedding_map,
@@ -19,20 +18,6 @@ from dalle_mini_core.evaluation.clip import (
 )
 
 from tiny_models import CAPTIONS, TINY_CLIP as TINY, random_images, unit_vectors
-
-
-@pytest.fixture(scope="module")
-def tiny() -> CLIPModel:
-    torch.manual_seed(0)
-    return CLIPModel.from_config(TINY).eval()
-
-
-def _images(n: int, size: int = 16, seed: int = 0) -> torch.Tensor:
-    return random_images(n, size, seed)
-
-
-def _unit(n: int, d: int, seed: int) -> torch.Tensor:
-    return unit_vectors(n, d, seed=seed)
 
 
 def test_retrieval_metrics_known_answers():
@@ -63,7 +48,7 @@ def test_retrieval_metrics_groups_make_duplicates_interchangeable():
 
 
 def test_retrieval_metrics_random_embeddings_near_chance():
-    m = retrieval_metrics(_unit(500, 32, 5), _unit(500, 32, 6), ks=(1, 50))
+    m = retrieval_metrics(unit_vectors(500, 32, seed=5), unit_vectors(500, 32, seed=6), ks=(1, 50))
     assert m["text_to_image_top1"] < 0.02
     assert 0.05 < m["text_to_image_top50"] < 0.15  # chance is 50 / 500 = 0.1
 
@@ -85,7 +70,7 @@ def test_retrieval_metrics_with_a_relevance_matrix():
 
 
 def test_zero_shot_classify_shared_and_per_image_prompts(tiny):
-    images = _images(3)
+    images = random_images(3)
     with torch.no_grad():
         img = tiny.encode_image(images)
         txt = tiny.encode_text(CAPTIONS)
@@ -112,7 +97,7 @@ def test_embedding_map_is_pca():
     assert torch.allclose(ixy, torch.tensor([[3.0, 0], [-3, 0], [0, 1], [0, -1]]), atol=1e-5)
     assert torch.allclose(txy, torch.tensor([[2.0, 0], [-2, 0]]), atol=1e-5)
     # Random embeddings: same answer twice, and the first axis carries the most variance.
-    a, b = _unit(30, 8, 7), _unit(20, 8, 8)
+    a, b = unit_vectors(30, 8, seed=7), unit_vectors(20, 8, seed=8)
     xy = torch.cat(embedding_map(a, b))
     assert torch.equal(torch.cat(embedding_map(a, b)), xy)
     assert xy[:, 0].var() >= xy[:, 1].var()

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import model_device
+
 if TYPE_CHECKING:
     from ..decoder import Decoder
 
@@ -79,7 +81,7 @@ def decoded_retrieval(decoder: Decoder, clip: nn.Module, bank: Mapping[str, Any]
                             generator=torch.Generator().manual_seed(seed)).float().clamp(-1, 1)
     x = images if clip_size is None else F.interpolate(images, size=(clip_size, clip_size), mode="bilinear",
                                                        align_corners=False)
-    device = next(clip.parameters()).device
+    device = model_device(clip)
     back = F.normalize(clip.encode_image(x.to(device)).float().cpu(), dim=-1)  # (N, D)
     sim = back @ F.normalize(emb.float(), dim=-1).T  # (N, N)
     order = sim.argsort(dim=1, descending=True)

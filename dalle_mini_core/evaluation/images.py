@@ -25,6 +25,8 @@ from typing import Any, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..options import model_device
+
 __all__ = [
     "frechet_distance",
     "kernel_distance",
@@ -175,7 +177,7 @@ def clip_image_features(clip: Any, images: torch.Tensor, *, batch_size: int = 25
     """CLIP image embeddings (L2-normalised) of images in [-1, 1], in batches, on the model's device."""
     if images.dim() != 4:
         raise ValueError(f"images must be (N, C, H, W); got shape {tuple(images.shape)}")
-    device = next(clip.parameters()).device
+    device = model_device(clip)
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size].to(device)
