@@ -69,6 +69,18 @@ class StageTimer:
         self.cpu_seconds = {s: 0.0 for s in STAGES}
 
 
+def with_settings(base: dict, items: list[str], option: str) -> dict:
+    """`base` with each ``KEY=VALUE`` of `items` applied (VALUE read as JSON when it looks like a number,
+    list or dict); a key not in `base`, or an empty value, stops with a one-line message naming `option`."""
+    out = dict(base)
+    for item in items:
+        key, _, value = item.partition("=")
+        if key not in base or not value:
+            raise SystemExit(f"{option} {item!r}: expected KEY=VALUE with KEY one of {', '.join(base)}")
+        out[key] = json.loads(value) if value[:1] in "0123456789-{[\"" else value
+    return out
+
+
 def _channels_last(pipe) -> None:
     import torch
 
@@ -114,12 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             ("new settings, contiguous", load(channels_last=False), new, contextlib.nullcontext),
             ("new defaults", load(), new, contextlib.nullcontext)]
     if args.candidate:
-        candidate = dict(new)
-        for item in args.candidate:
-            key, _, value = item.partition("=")
-            if key not in new or not value:
-                raise SystemExit(f"--candidate {item!r}: expected KEY=VALUE with KEY one of {', '.join(new)}")
-            candidate[key] = json.loads(value) if value[:1] in "0123456789-{[\"" else value
+        candidate = with_settings(new, args.candidate, "--candidate")
         rows.append(("candidate", rows[2][1], candidate, contextlib.nullcontext))
     load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     compile_seconds = None
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, s in per_picture.items():
         shares = "  ".join(f"{per_stage[label][st]:6.3f} s ({per_stage[label][st] / s:4.0%})" for st in STAGES)
         print(f"{label:24s} {s:9.3f} {s / ref:6.2f}   {shares}")
-    print(f"\nCPU time per picture (process_time; steadier than wall time on a shared machine):")
+    print("\nCPU time per picture (process_time; steadier than wall time on a shared machine):")
     print(f"{'setting':24s} {'cpu s/pic':>9s} {'× old':>6s}   " + "  ".join(f"{s:>14s}" for s in STAGES))
     for label, s in cpu_per_picture.items():
         shares = "  ".join(f"{cpu_per_stage[label][st]:6.3f} s ({cpu_per_stage[label][st] / s:4.0%})" for st in STAGES)

@@ -159,7 +159,6 @@ def main(argv: list[str] | None = None) -> int:
 
         z_ref, _ = prior("ddim", D["prior_steps"], {})  # the decoder rows' input (as in the shipped sweep)
         z_50, _ = prior(*PRIOR_ROWS[0][1:])  # the prior rows' reference: the old default, DDIM 50 steps
-        ref_dec = DECODER_ROWS[0]
         up_in = next(r for r in DECODER_ROWS if r[0] == args.upsampler_input)
         if "prior" in args.stages:
             report["rows"]["prior"] = []
@@ -222,14 +221,9 @@ def compare(pipe, args, t_start) -> int:
     from dalle_mini_core.runs import machine_description
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    from bench_generate import OLD_DEFAULTS, StageTimer
+    from bench_generate import OLD_DEFAULTS, StageTimer, with_settings
 
-    candidate = dict(GENERATE_DEFAULTS)
-    for item in args.set:
-        key, _, value = item.partition("=")
-        if key not in GENERATE_DEFAULTS or not value:
-            raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(GENERATE_DEFAULTS)}")
-        candidate[key] = json.loads(value) if value[:1] in "0123456789-{[\"" else value
+    candidate = with_settings(GENERATE_DEFAULTS, args.set, "--set")
     if "candidate" in args.compare and not args.set:
         raise SystemExit("--compare candidate needs --set KEY=VALUE (the candidate's changes to the new defaults)")
     n = 54 if args.prompts == 16 else args.prompts  # the shipped report's 54 + 54 unless asked otherwise
