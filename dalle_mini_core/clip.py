@@ -14,7 +14,18 @@ and so is the tokenizer; this module only sizes them for a laptop and wraps them
 * `contrastive_loss` — the loss written out, checked against open_clip's `ClipLoss` in tests;
 * `CLIPModel` — ``loss(batch)``, ``encode_image(images in [-1, 1])``, ``encode_text(captions
   or tokens)`` returning unit-norm embeddings, ``logit_scale``;
-* `load_open_clip_checkpoint` — a real open_clip checkpoint from a LOCAL file, same calls.
+* `load_open_clip_checkpoint` — a real open_clip checkpoint from a LOCAL file, same calls;
+* `trim_vocab` — the same CLIP with a compact token table (below).
+
+**Compact vocabulary.** open_clip's BPE has 49,408 ids, and a text tower keeps one row per id:
+at width 96 that table is 4.7 M weights, four times the rest of the emoji CLIP, and a dataset's
+captions use under 2,000 of the ids. ``CLIPConfig(vocab=...)`` (`data.tokens.compact_vocab`)
+gives the tower a row only for those ids, plus one unknown row that every other id shares
+(words the dataset never contains had untrained rows anyway). The ids everywhere else stay BPE
+ids: `CLIPModel.tokenize` returns them, banks store them, the prior and decoder read them, and
+`CLIPModel.encode_text` maps them to rows (`data.tokens.to_compact`) just before the tower. The
+vocabulary is part of the config, so it is saved in the checkpoint's JSON (and the weights
+file's header) and comes back with it; a checkpoint without one loads as it always did.
 
 Measuring a CLIP (retrieval, zero-shot attributes, the embedding map) is in `evaluation.clip`.
 
@@ -44,7 +55,7 @@ from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 from torch import nn
 
 from .checkpoints import load_checkpoint, save_checkpoint
-from .data.tokens import tokenize
+from .data.tokens import VOCAB_SIZE, check_vocab, compact_lookup, to_compact, tokenize, unknown_id
 from .options import model_device
 
 __all__ = [
@@ -57,6 +68,7 @@ __all__ = [
     "read_open_clip_state_dict",
     "save_clip",
     "load_clip",
+    "trim_vocab",
 ]
 
 
@@ -79,7 +91,8 @@ class CLIPConfig:
     text_heads: int  # text attention heads
     embed_dim: int = 64  # size of the shared embedding space
     context_length: int = 32  # caption length in tokens (open_clip's BPE tokenizer)
-    vocab_size: int = 49408  # open_clip's BPE vocabulary (SimpleTokenizer)
+    vocab_size: int = 49408  # open_clip's BPE vocabulary (SimpleTokenizer): token ids are < vocab_size
+    vocab: tuple[int, ...] | None = None  # compact vocabulary: the BPE ids with a row (module docstring); None: all
     mlp_ratio: float = 4.0  # hidden width of each MLP, as a multiple of the token width
     init_temperature: float = 0.07  # τ at initialisation; logits = s·cos with s = 1/τ (Radford et al. 2021, §2.5)
     max_logit_scale: float = 100.0  # s is clipped at 100 to keep training stable (Radford et al. 2021, §2.5)
@@ -100,6 +113,16 @@ class CLIPConfig:
             raise ValueError(f"init_temperature must be in (0, 1), got {self.init_temperature!r}")
         if self.max_logit_scale <= 1:
             raise ValueError(f"max_logit_scale must be > 1, got {self.max_logit_scale!r}")
+        if self.vocab is not None:
+            self.vocab = check_vocab(self.vocab)
+            if self.vocab_size != VOCAB_SIZE:
+                raise ValueError(f"a compact vocab holds open_clip BPE ids; vocab_size must be {VOCAB_SIZE}, "
+                                 f"got {self.vocab_size}")
+
+    @property
+    def num_token_rows(self) -> int:
+        """Rows of the text tower's token table: ``len(vocab) + 1`` (the unknown row), else vocab_size."""
+        return self.vocab_size if self.vocab is None else len(self.vocab) + 1
 
     def vision_cfg(self) -> CLIPVisionCfg:
         """open_clip's vision-tower config for this CLIP (a ViT that pools its class token)."""
@@ -111,13 +134,14 @@ class CLIPConfig:
     def text_cfg(self) -> CLIPTextCfg:
         """open_clip's text-tower config (pools the end-of-text token, as OpenAI's CLIP does)."""
         return CLIPTextCfg(
-            context_length=self.context_length, vocab_size=self.vocab_size, width=self.text_width,
+            context_length=self.context_length, vocab_size=self.num_token_rows, width=self.text_width,
             heads=self.text_heads, layers=self.text_layers, mlp_ratio=self.mlp_ratio,
         )
 
 
-# Sized for a 2-core CPU: a few hundred thousand weights in each tower (plus the 49408-row
-# token table), 64 image tokens per image in both presets (8×8 patches).
+# Sized for a 2-core CPU: a few hundred thousand weights in each tower (plus the token table:
+# 49,408 rows unless the config has a compact `vocab`), 64 image tokens per image in both presets
+# (8×8 patches).
 PRESETS: dict[str, CLIPConfig] = {
     "shapes": CLIPConfig(
         image_size=32, patch_size=4, vision_width=96, vision_layers=4, vision_head_width=32,
@@ -212,6 +236,10 @@ class CLIPModel(nn.Module):
         self.tokenizer = tokenizer or tokenize  # the course tokenizer = open_clip's BPE SimpleTokenizer
         self.register_buffer("image_mean", torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        # BPE id -> row of a compact token table (None: the table has a row per BPE id); rebuilt
+        # from config.vocab, so it is not a tensor of the checkpoint
+        vocab = config.vocab if config is not None else None
+        self.register_buffer("token_map", None if vocab is None else compact_lookup(vocab), persistent=False)
         self.clip_loss = ClipLoss()
 
     @classmethod
@@ -239,7 +267,8 @@ class CLIPModel(nn.Module):
     # --- inputs ---------------------------------------------------------------------------
 
     def tokenize(self, captions: str | Sequence[str]) -> torch.Tensor:
-        """Captions → (B, context_length) long token ids on the model's device."""
+        """Captions → (B, context_length) long BPE token ids on the model's device (a compact
+        vocabulary's rows are looked up later, in `encode_text`)."""
         if isinstance(captions, str):
             captions = [captions]
         if not all(isinstance(c, str) for c in captions):
@@ -264,7 +293,11 @@ class CLIPModel(nn.Module):
         return F.normalize(self.model.encode_image(self.normalize_images(images)).float(), dim=-1)
 
     def encode_text(self, text: str | Sequence[str] | torch.Tensor) -> torch.Tensor:
-        """Captions (str, list of str) or token ids (B, L) → unit-norm text embeddings (B, embed_dim)."""
+        """Captions (str, list of str) or BPE token ids (B, L) → unit-norm text embeddings (B, embed_dim).
+
+        With a compact vocabulary the ids become rows of its table first (`data.tokens.to_compact`):
+        an id outside the vocabulary reads the shared unknown row.
+        """
         if torch.is_tensor(text):
             if text.dtype != torch.long or text.dim() != 2 or text.shape[1] != self.context_length:
                 raise ValueError(f"token ids must be a long tensor (B, {self.context_length}), "
@@ -272,6 +305,8 @@ class CLIPModel(nn.Module):
             tokens = text.to(self.device)
         else:
             tokens = self.tokenize(text)
+        if self.token_map is not None:
+            tokens = to_compact(tokens, self.token_map)  # (B, L) rows of the compact table
         return F.normalize(self.model.encode_text(tokens).float(), dim=-1)
 
     # --- training -------------------------------------------------------------------------
@@ -437,3 +472,31 @@ def save_clip(clip: CLIPModel, path: str | Path, *, extra: dict[str, Any] | None
 def load_clip(path: str | Path, device: torch.device | str = "cpu") -> CLIPModel:
     """Load a CLIP saved by `save_clip`, in eval mode (tensor names and shapes are checked)."""
     return load_checkpoint(path, CLIPModel, config_cls=CLIPConfig, device=device).eval()
+
+
+def trim_vocab(clip: CLIPModel, vocab: Sequence[int]) -> CLIPModel:
+    """The same CLIP with a compact token table: a row for each id of `vocab` (`data.tokens.compact_vocab`).
+
+    Every weight is copied; each kept id's row is copied from `clip`'s table, so any caption whose
+    ids all lie in `vocab` gets exactly the same embedding as before. The unknown row is the mean
+    of the rows left out (a typical word the captions never use). `clip` may itself be compact
+    (an id it did not have reads its unknown row). Returns a new model in `clip`'s mode and device.
+    """
+    if not isinstance(clip, CLIPModel) or clip.config is None:
+        raise TypeError("trim_vocab needs a CLIPModel built from a CLIPConfig")
+    vocab = check_vocab(vocab)
+    config = dataclasses.replace(clip.config, vocab=vocab)
+    new = CLIPModel(config).to(clip.device)
+    old_table = clip.model.token_embedding.weight.detach()  # (old rows, W)
+    old_rows = clip.token_map if clip.token_map is not None else torch.arange(VOCAB_SIZE, device=old_table.device)
+    kept = torch.tensor(vocab, dtype=torch.long, device=old_table.device)
+    table = torch.empty(config.num_token_rows, old_table.shape[1], dtype=old_table.dtype, device=old_table.device)
+    new_rows = new.token_map.to(old_table.device)
+    table[new_rows[kept]] = old_table[old_rows[kept]]
+    left_out = torch.ones(old_table.shape[0], dtype=torch.bool, device=old_table.device)
+    left_out[old_rows[kept]] = False
+    table[unknown_id(vocab)] = old_table[left_out].mean(0) if bool(left_out.any()) else 0.0
+    state = {k: v for k, v in clip.model.state_dict().items() if k != "token_embedding.weight"}
+    state["token_embedding.weight"] = table
+    new.model.load_state_dict(state, strict=True)
+    return new.train(clip.training)

@@ -10,6 +10,15 @@ with zeros to ``context_length`` (the course uses 32; CLIP used 77). The end-of-
 (``argmax`` over ids). Too-long captions are TRUNCATED by ``tokenize`` (the last kept slot
 becomes ``<end_of_text>``), as open_clip does; call ``check_length`` first where truncation
 would be a silent bug (a user's prompt).
+
+**Compact vocabularies.** A model whose captions use a few thousand of the 49,408 ids need not
+carry a row for every id: `compact_vocab` lists the ids some captions use (plus padding 0 and
+the start and end tokens), `compact_lookup` maps every BPE id to a row of that smaller table,
+and `to_compact` applies it. An id outside the vocabulary maps to one shared unknown row:
+a word the captions never contain would have had an untrained row in a full table anyway, so
+nothing learnt is lost. The rows keep the order of the ids they stand for, with the unknown row
+just below the start token, so the end token is still the largest id of a caption (the text
+encoder finds the position it pools by ``argmax``) and padding is still 0.
 """
 from __future__ import annotations
 
@@ -22,11 +31,13 @@ if TYPE_CHECKING:
     from open_clip.tokenizer import SimpleTokenizer
 
 __all__ = ["tokenize", "decode", "vocab_size", "token_length", "check_length", "collate",
-           "SOT_TOKEN", "EOT_TOKEN", "DEFAULT_CONTEXT_LENGTH"]
+           "compact_vocab", "check_vocab", "compact_lookup", "to_compact", "unknown_id",
+           "SOT_TOKEN", "EOT_TOKEN", "DEFAULT_CONTEXT_LENGTH", "VOCAB_SIZE"]
 
 DEFAULT_CONTEXT_LENGTH = 32
 SOT_TOKEN = 49406  # <start_of_text>
 EOT_TOKEN = 49407  # <end_of_text>; also the largest id
+VOCAB_SIZE = EOT_TOKEN + 1  # 49,408 ids
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,3 +146,67 @@ def collate(items: Sequence[tuple[torch.Tensor, str]], context_length: int = DEF
     images = torch.stack([img for img, _ in items])  # (B, 3, H, W)
     captions = [cap for _, cap in items]
     return {"image": images, "caption": captions, "tokens": tokenize(captions, context_length)}
+
+
+# --------------------------------------------------------------------------------------------
+# Compact vocabularies: only the ids a dataset's captions use get a row of their own
+# --------------------------------------------------------------------------------------------
+
+
+def compact_vocab(captions: str | Sequence[str]) -> tuple[int, ...]:
+    """The sorted BPE ids that `captions` use, plus padding (0) and the start and end tokens.
+
+    Pass every caption the model may be trained or asked about (for a dataset: every name in
+    every template, test names included, since a name's text is not its picture).
+    """
+    tok = _tokenizer()
+    ids = {0, SOT_TOKEN, EOT_TOKEN}
+    for text in _as_list(captions):
+        ids.update(tok.encode(text))
+    return tuple(sorted(ids))
+
+
+def check_vocab(vocab: Sequence[int]) -> tuple[int, ...]:
+    """`vocab` as a tuple, or a one-line ValueError: strictly increasing ints in [0, 49408)
+    that include padding 0 and the start and end tokens (as `compact_vocab` makes them)."""
+    if isinstance(vocab, (str, bytes)) or not isinstance(vocab, Sequence):
+        raise TypeError(f"vocab must be a sequence of token ids, got {type(vocab).__name__}")
+    ids = tuple(vocab)
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError("vocab must hold int token ids")
+    if any(b <= a for a, b in zip(ids, ids[1:])):
+        raise ValueError("vocab must be strictly increasing (sorted, no repeats), as compact_vocab makes it")
+    if not ids or ids[0] != 0 or ids[-2:] != (SOT_TOKEN, EOT_TOKEN):
+        raise ValueError(f"vocab must contain padding 0 and the start and end tokens {SOT_TOKEN}, {EOT_TOKEN} "
+                         "(build it with compact_vocab)")
+    return ids
+
+
+def unknown_id(vocab: Sequence[int]) -> int:
+    """The row every id outside `vocab` maps to: just below the start token's row."""
+    return len(vocab) - 2
+
+
+def compact_lookup(vocab: Sequence[int]) -> torch.Tensor:
+    """LongTensor (49408,): BPE id → row of the compact table of ``len(vocab) + 1`` rows.
+
+    The ids below the start token take rows 0, 1, ... in order (padding 0 stays 0), every id
+    outside `vocab` takes the unknown row `unknown_id`, then the start and end tokens take the
+    last two rows, so the end token keeps the largest id.
+    """
+    ids = check_vocab(vocab)
+    lookup = torch.full((VOCAB_SIZE,), unknown_id(ids), dtype=torch.long)
+    regular = torch.tensor(ids[:-2], dtype=torch.long)
+    lookup[regular] = torch.arange(len(regular))
+    lookup[SOT_TOKEN], lookup[EOT_TOKEN] = len(ids) - 1, len(ids)
+    return lookup
+
+
+def to_compact(tokens: torch.Tensor, lookup: torch.Tensor) -> torch.Tensor:
+    """BPE ids (any shape, long) → compact ids through a `compact_lookup` table (same device)."""
+    if tokens.dtype != torch.long:
+        raise TypeError(f"tokens must be a long tensor of BPE ids, got {tokens.dtype}")
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= lookup.shape[0]):
+        raise ValueError(f"token ids must lie in [0, {lookup.shape[0]}), got "
+                         f"[{int(tokens.min())}, {int(tokens.max())}]")
+    return lookup.to(tokens.device)[tokens]

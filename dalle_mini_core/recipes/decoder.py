@@ -5,8 +5,10 @@ as the prior's when the sizes agree); each step draws rows with replacement. Ada
 warm-up (sampled from); bf16 autocast and channels_last on CUDA.
 
 gpu: measured on an H100 (bf16 autocast, channels_last): 0.11 s per step of 256 images for the
-gpu U-Net (base 64, two blocks per level, attention at 16 and 8). cpu shows the mechanics;
-pictures that look right need the gpu recipe (or the shipped weights).
+shapes gpu U-Net (base 64, two blocks per level, attention at 16 and 8). cpu shows the mechanics;
+pictures that look right need the gpu recipe (or the shipped weights). The emoji gpu decoder is
+smaller (base 32, three blocks per level): the four shipped emoji parts must fit in about 10 MB
+of float16 together, and the decoder, which makes the pictures, takes the largest share of it.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class DecoderRecipe(Recipe):
     num_objects: tuple[int, ...] = (1, 2)  # objects per training scene (shapes)
     spatial: str = "attention"  # `DecoderConfig.spatial`: how the U-Net learns where things are
     use_text: bool = False  # also condition on the caption's tokens (GLIDE's text path)
+    num_groups: int | None = None  # GroupNorm groups (None: min(32, base_channels))
 
 
 _SHAPES = {
@@ -53,14 +56,19 @@ RECIPES: dict[str, dict[str, DecoderRecipe]] = {
     "emoji": {"smoke": _SHAPES["smoke"],
               "cpu": DecoderRecipe(steps=600, batch_size=32, bank=8465, base_channels=32, num_res_blocks=1, lr=1e-3,
                                    warmup_steps=50, ema_decay=0.99),
-              # gpu: sized for about 90 s on one H100 -- an ESTIMATE, not a measurement: the emoji stages have not
-              # run on a GPU yet. It is the shapes run's measured rate (data/weights/train_report.json, H100, bf16,
-              # banks on the CPU, before fused AdamW) applied to this recipe's sizes: the shapes decoder (the
-              # same U-Net and batch) trained 2,209 images/s, so 800 steps of 256 take about 93 s (about 120
-              # passes over the 1,693 pictures; hundreds are needed, so scripts/gpu_emoji.sh lets the decoder run
-              # to its time budget, past these steps, and the GPU speed-ups should buy more).
-              "gpu": DecoderRecipe(steps=800, batch_size=256, bank=8465, base_channels=64, num_res_blocks=2, lr=4e-4,
-                                   warmup_steps=200, ema_decay=0.999)},
+              # gpu: sized for the shipped-weights budget (the four emoji parts at most 10 MB in float16 together,
+              # tests/test_vocab_trim.py): base 32 with THREE blocks per level, attention at 16 and 8, 2.6 M weights
+              # (5.2 MB), the largest part. What was traded: the shapes gpu U-Net (base 64, two blocks, 7.8 M
+              # weights, 15.5 MB) alone is half again the whole budget; at a quarter of the width
+              # squared, a third block per level keeps the depth (its FLOPs per image are about 0.4 of the shapes
+              # decoder's). 8 GroupNorm groups: min(32, base) would give one channel per group at full resolution
+              # (instance norm, which throws away each channel's mean: the picture's colours). Time: NOT measured
+              # on a GPU; the shapes decoder trained 2,209 images/s on an H100 (data/weights/train_report.json,
+              # bf16, banks on the CPU, before fused AdamW), so 800 steps of 256 take at most about 93 s if this
+              # smaller U-Net is no slower (about 120 passes over the 1,693 pictures; hundreds are needed, so
+              # scripts/gpu_emoji.sh lets the decoder run to its time budget, past these steps).
+              "gpu": DecoderRecipe(steps=800, batch_size=256, bank=8465, base_channels=32, num_res_blocks=3, lr=4e-4,
+                                   warmup_steps=200, ema_decay=0.999, num_groups=8)},
 }
 
 
@@ -75,7 +83,7 @@ def build(recipe: DecoderRecipe, dataset: str = "shapes", *, seed: int = 0, embe
     torch.manual_seed(seed)
     unet = UNetConfig(image_size=IMAGE_SIZE, base_channels=recipe.base_channels, channel_mult=(1, 2, 2),
                       num_res_blocks=recipe.num_res_blocks, attention_resolutions=recipe.attention_resolutions,
-                      num_heads=4, num_groups=min(32, recipe.base_channels))
+                      num_heads=4, num_groups=recipe.num_groups or min(32, recipe.base_channels))
     return Decoder(DecoderConfig(unet=unet, embed_dim=embed_dim, spatial=recipe.spatial, use_text=recipe.use_text,
                                  context_width=2 * recipe.base_channels))
 
