@@ -49,9 +49,15 @@ say "start: mode $MODE, out $OUT, work $WORK"
   "$PY" -m dalle_mini_core.cli info; } 2>&1 | tee -a "$LOG"
 
 # 1. Train every stage. gpu: per-stage budgets summing to 360 s (the step caps let a stage that the
-#    speed-ups make faster use its whole budget; train_all fits the steps to the budget).
+#    speed-ups make faster use its whole budget; train_all fits the steps to the budget). The gpu
+#    recipes fit the shipped-weights budget (the four parts 9.8 MB in float16: CLIP 2.0, prior 1.7,
+#    decoder 5.2, upsampler 0.8; tests/test_vocab_trim.py): the prior (0.86 M weights, was 4.9 M), the
+#    decoder (2.6 M, was 7.8 M) and the upsampler (0.41 M, was 1.6 M) are smaller than the shapes parts
+#    whose measured rates set the first caps, so their caps are doubled (prior 4000 -> 8000, decoder
+#    3000 -> 6000, upsampler 2400 -> 4800): the budgets, not the caps, should end those stages. Their
+#    GPU rates are not measured yet.
 if [ "$MODE" = gpu ]; then
-    FIT=(--budget clip=45,prior=90,decoder=150,upsampler=75 --steps clip=800,prior=4000,decoder=3000,upsampler=2400)
+    FIT=(--budget clip=45,prior=90,decoder=150,upsampler=75 --steps clip=800,prior=8000,decoder=6000,upsampler=4800)
 else
     FIT=(--budget clip=30,prior=30,decoder=30,upsampler=30)
 fi
@@ -82,7 +88,8 @@ for name in names[::2]:
     size = (folder / name).stat().st_size
     total += size
     print(f"{name}: {size / 1e6:.1f} MB, {sorted(dtypes)}")
-print(f"sha256 manifest verified; {total / 1e6:.1f} MB of weights in all")
+print(f"sha256 manifest verified; {total / 1e6:.1f} MB of weights in all"
+      + ("" if total <= 10e6 else " -- OVER the 10 MB budget of the shipped emoji parts"))
 EOF
 (cd "$WORK/weights" && tar -cf "$WORK/weights.tar" emoji_*.safetensors emoji_*.json MANIFEST.json train_report.json)
 split -b 15M -d "$WORK/weights.tar" "$OUT/weights.tar.part"

@@ -148,6 +148,10 @@ def test_train_all_emoji_smoke_end_to_end(tmp_path):
     decoder = load_checkpoint(out / "emoji_decoder")
     assert clip.image_size == 64 and decoder.config.unet.image_size == 32
     assert decoder.config.embed_dim == clip.embed_dim
+    # with the emoji captions' compact vocabulary (tests/test_vocab_trim.py), saved and loaded with it
+    from dalle_mini_core.recipes.clip import dataset_vocab
+    assert clip.config.vocab == dataset_vocab("emoji")
+    assert clip.model.token_embedding.weight.shape[0] == len(clip.config.vocab) + 1
     assert any("moved emoji_clip" in line for line in lines)
     # the same command again: nothing to do
     lines.clear()
