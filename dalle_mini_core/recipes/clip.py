@@ -91,7 +91,7 @@ def dataset_vocab(dataset: str) -> tuple[int, ...]:
     check_dataset(dataset)
     if dataset != "emoji":
         raise ValueError(f"only the emoji recipes use a compact vocabulary, not {dataset!r}")
-    from ..data.emoji import TEMPLATES, load_emoji_arrays, with_article
+    from ..data.emoji import TEMPLATES, load_emoji_arrays
 
     arrays = load_emoji_arrays()
     names = sorted({str(n) for n in arrays["captions"]} | {str(n) for n in arrays["names"]})
