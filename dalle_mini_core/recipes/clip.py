@@ -86,7 +86,8 @@ def dataset_vocab(dataset: str) -> tuple[int, ...]:
     emoji: every one of the 1,870 emoji -- train, val and test -- by its cleaned name and its raw
     Unicode name, and every caption template (`data.emoji.TEMPLATES`, both articles): the words the
     CLIP can be trained or asked about (tests/test_vocab_trim.py checks that every caption of the
-    dataset maps to rows of its own, none to the unknown row). Other datasets have no compact vocabulary (ValueError).
+    dataset maps to rows of its own, none to the unknown row). Other datasets have no compact
+    vocabulary (ValueError).
     """
     check_dataset(dataset)
     if dataset != "emoji":
