@@ -124,7 +124,8 @@ def test_an_emoji_report_renders_identity_fid_kid_floor_ceiling_and_no_prior(emo
     small = next(r for w, r in fid.items() if "32×32" in w)
     sets = e["fid_kid"]["decoder_32"]
     for key, name in (("real_train_vs_real_test", "real train vs real test (floor)"),
-                      ("train_no_prior", "without the prior"), ("test_reconstruction", "decoder ceiling")):
+                      ("train_no_prior", "without the prior"),
+                      ("test_reconstruction", "decoder ceiling (true image embedding)")):
         assert f"{name} {results_table.num(sets[key]['fid'])} / {results_table.num(sets[key]['kid'])}" in small, key
     assert any(what.startswith("emoji CLIP") for what, _ in rows) and any(what.startswith("emoji prior") for what, _ in rows)
 
