@@ -70,10 +70,15 @@ DEMO_PROMPTS: tuple[str, ...] = (
 #: The demo's emoji, by clean Unicode name (`EmojiDataset.clean_names`): pictures drawn from each
 #: name beside the real emoji ("red apple" is a test-split name, never seen in training), the
 #: emoji whose variations are drawn, and the two ends of the interpolation (🐱 → 🐶).
-DEMO_EMOJI_NAMES: tuple[str, ...] = ("smiling cat with heart-eyes", "octopus", "grinning face", "crying face", "rocket",
-                                     "red apple")
+#: Few pictures on purpose: `make demo` is the front door. Timed on an untrained pipeline of the
+#: gpu recipes' sizes (one thread, CPU seconds, beside the shapes demo's text → image call of 16
+#: pictures in the same run): 6 names and 4 variations took 28.8 s, as much as that call (27.8 s);
+#: these 4 names and 3 variations 19.5 s (that call: 27.2 s).
+DEMO_EMOJI_NAMES: tuple[str, ...] = ("smiling cat with heart-eyes", "octopus", "grinning face", "red apple")
 DEMO_EMOJI_VARIATIONS = "octopus"
 DEMO_EMOJI_INTERPOLATION: tuple[str, str] = ("cat face", "dog face")
+DEMO_EMOJI_N_VARIATIONS = 3
+DEMO_EMOJI_FRAMES = 5  # the interpolation's frames, its two ends included (θ = 0 … 1)
 #: Sampler steps of the emoji demo: the generation defaults' few steps (smoke mode: 2 each).
 DEMO_EMOJI_STEPS: dict[str, int] = {"prior_steps": 10, "decoder_steps": 10, "upsampler_steps": 5}
 
@@ -84,10 +89,10 @@ def demo_emoji(pipe: Any, out: Path, *, seed: int = 0, steps: dict[str, int] | N
 
     * ``emoji_text_to_image.png`` — top row the real emoji of `DEMO_EMOJI_NAMES`, below each the
       picture the pipeline draws from its name (text → prior → decoder → upsampler);
-    * ``emoji_variations.png`` — the real `DEMO_EMOJI_VARIATIONS`, then 4 decodings of its CLIP
-      image embedding (fresh noise each);
-    * ``emoji_interpolation.png`` — the two emoji of `DEMO_EMOJI_INTERPOLATION` and 5 frames
-      between them: slerp of their CLIP image embeddings and of their DDIM-inverted noises
+    * ``emoji_variations.png`` — the real `DEMO_EMOJI_VARIATIONS`, then `DEMO_EMOJI_N_VARIATIONS`
+      decodings of its CLIP image embedding (fresh noise each);
+    * ``emoji_interpolation.png`` — the two emoji of `DEMO_EMOJI_INTERPOLATION` and
+      `DEMO_EMOJI_FRAMES` frames from one to the other: slerp of their CLIP image embeddings and of their DDIM-inverted noises
       (`UnCLIP.interpolate`, `dalle_mini_core.latents.slerp`).
 
     Each PNG has its captions beside it in ``<name>_captions.txt``. `steps` (default
@@ -143,26 +148,29 @@ def demo_emoji(pipe: Any, out: Path, *, seed: int = 0, steps: dict[str, int] | N
     t = time.perf_counter()
     source = real(DEMO_EMOJI_VARIATIONS)
     decode = {k: v for k, v in steps.items() if k != "prior_steps"}
-    var = pipe.variations(source[None], n=4, seed=seed, progress=progress, **decode).float().cpu()
-    path = _save_grid(torch.cat([at_size(source[None]), var]), out / "emoji_variations.png", nrow=5, scale=2)
+    n = DEMO_EMOJI_N_VARIATIONS
+    var = pipe.variations(source[None], n=n, seed=seed, progress=progress, **decode).float().cpu()
+    path = _save_grid(torch.cat([at_size(source[None]), var]), out / "emoji_variations.png", nrow=n + 1, scale=2)
     _write_text(out / "emoji_variations_captions.txt",
-                f"picture 1: the real emoji {label(DEMO_EMOJI_VARIATIONS)}; pictures 2-5: decodings of its CLIP "
+                f"picture 1: the real emoji {label(DEMO_EMOJI_VARIATIONS)}; pictures 2-{n + 1}: decodings of its CLIP "
                 f"image embedding, fresh noise each (seed {seed})\n")
-    lines.append(f"{path}  (emoji variations: {label(DEMO_EMOJI_VARIATIONS)}, then 4 decodings of its CLIP image "
+    lines.append(f"{path}  (emoji variations: {label(DEMO_EMOJI_VARIATIONS)}, then {n} decodings of its CLIP image "
                  f"embedding, {time.perf_counter() - t:.1f} s)")
 
     # 3. interpolation: slerp between two emoji's image embeddings (and inverted noises)
     t = time.perf_counter()
     a, b = (real(n) for n in DEMO_EMOJI_INTERPOLATION)
-    frames = pipe.interpolate(a[None], b[None], n_frames=5, seed=seed, progress=progress, **decode).float().cpu()
+    k = DEMO_EMOJI_FRAMES
+    frames = pipe.interpolate(a[None], b[None], n_frames=k, seed=seed, progress=progress, **decode).float().cpu()
     path = _save_grid(torch.cat([at_size(a[None]), frames, at_size(b[None])]), out / "emoji_interpolation.png",
-                      nrow=7, scale=2)
+                      nrow=k + 2, scale=2)
     first, last = (label(n) for n in DEMO_EMOJI_INTERPOLATION)
+    thetas = ", ".join(f"{i / (k - 1):.2g}" for i in range(k))
     _write_text(out / "emoji_interpolation_captions.txt",
-                f"picture 1: the real emoji {first}; picture 7: the real emoji {last}; pictures 2-6: decodings of "
-                "slerp(z_A, z_B, θ) from slerp(x_T,A, x_T,B, θ) at θ = 0, 0.25, 0.5, 0.75, 1 (CLIP image embeddings z, "
-                "DDIM-inverted noises x_T)\n")
-    lines.append(f"{path}  (emoji interpolation: {first} → {last}, 5 frames along slerp(z_A, z_B), "
+                f"picture 1: the real emoji {first}; picture {k + 2}: the real emoji {last}; pictures 2-{k + 1}: "
+                f"decodings of slerp(z_A, z_B, θ) from slerp(x_T,A, x_T,B, θ) at θ = {thetas} (CLIP image "
+                "embeddings z, DDIM-inverted noises x_T)\n")
+    lines.append(f"{path}  (emoji interpolation: {first} → {last}, {k} frames along slerp(z_A, z_B), "
                  f"{time.perf_counter() - t:.1f} s)")
     return lines
 

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dalle_mini_core.cli import (DEMO_EMOJI_INTERPOLATION, DEMO_EMOJI_NAMES, DEMO_EMOJI_VARIATIONS, demo_emoji,
-                                 main)
+from dalle_mini_core.cli import (DEMO_EMOJI_FRAMES, DEMO_EMOJI_INTERPOLATION, DEMO_EMOJI_N_VARIATIONS, DEMO_EMOJI_NAMES,
+                                 DEMO_EMOJI_VARIATIONS, demo_emoji, main)
 
 FAST = {"prior_steps": 2, "decoder_steps": 2, "upsampler_steps": 2}
 PNGS = ("emoji_text_to_image.png", "emoji_variations.png", "emoji_interpolation.png")
@@ -47,8 +47,8 @@ def test_emoji_demo_writes_three_grids_with_their_captions(pipe, tmp_path):
     assert pipe.output_size == 64
     sizes = {name: Image.open(tmp_path / name).size for name in PNGS}
     assert sizes == {"emoji_text_to_image.png": _grid_size(len(DEMO_EMOJI_NAMES), 2),  # real row, drawn row
-                     "emoji_variations.png": _grid_size(5, 1),  # the real emoji and 4 variations
-                     "emoji_interpolation.png": _grid_size(7, 1)}  # A, 5 frames, B
+                     "emoji_variations.png": _grid_size(1 + DEMO_EMOJI_N_VARIATIONS, 1),  # the real emoji, variations
+                     "emoji_interpolation.png": _grid_size(DEMO_EMOJI_FRAMES + 2, 1)}  # A, the frames, B
     # the real emoji sit where the captions say: top row of the text grid, first picture of the others
     grid = np.asarray(Image.open(tmp_path / "emoji_text_to_image.png").convert("RGB"))
     for k, name in enumerate(DEMO_EMOJI_NAMES):
@@ -59,15 +59,16 @@ def test_emoji_demo_writes_three_grids_with_their_captions(pipe, tmp_path):
     interpolation = np.asarray(Image.open(tmp_path / "emoji_interpolation.png").convert("RGB"))
     a, b = DEMO_EMOJI_INTERPOLATION
     assert np.array_equal(interpolation[2:130, 2:130], _real_emoji(a))
-    assert np.array_equal(interpolation[2:130, 2 + 6 * 130:2 + 6 * 130 + 128], _real_emoji(b))
+    left = 2 + (DEMO_EMOJI_FRAMES + 1) * 130
+    assert np.array_equal(interpolation[2:130, left:left + 128], _real_emoji(b))
 
     captions = (tmp_path / "emoji_text_to_image_captions.txt").read_text(encoding="utf-8").splitlines()
     assert len(captions) == 1 + len(DEMO_EMOJI_NAMES)
     assert captions[1] == "column 1: 😻 smiling cat with heart-eyes (train split)"
-    assert captions[-1] == "column 6: 🍎 red apple (test split)"  # a name the pipeline never trained on
+    assert captions[-1] == f"column {len(DEMO_EMOJI_NAMES)}: 🍎 red apple (test split)"  # a name never trained on
     assert "🐙 octopus" in (tmp_path / "emoji_variations_captions.txt").read_text(encoding="utf-8")
     text = (tmp_path / "emoji_interpolation_captions.txt").read_text(encoding="utf-8")
-    assert "🐱 cat face" in text and "🐶 dog face" in text and "slerp" in text
+    assert "🐱 cat face" in text and "🐶 dog face" in text and "θ = 0, 0.25, 0.5, 0.75, 1" in text
 
 
 def test_same_seed_same_bytes_another_seed_other_pictures(pipe, tmp_path):
