@@ -92,8 +92,8 @@ def demo_emoji(pipe: Any, out: Path, *, seed: int = 0, steps: dict[str, int] | N
     * ``emoji_variations.png`` — the real `DEMO_EMOJI_VARIATIONS`, then `DEMO_EMOJI_N_VARIATIONS`
       decodings of its CLIP image embedding (fresh noise each);
     * ``emoji_interpolation.png`` — the two emoji of `DEMO_EMOJI_INTERPOLATION` and
-      `DEMO_EMOJI_FRAMES` frames from one to the other: slerp of their CLIP image embeddings and of their DDIM-inverted noises
-      (`UnCLIP.interpolate`, `dalle_mini_core.latents.slerp`).
+      `DEMO_EMOJI_FRAMES` frames from one to the other: slerp of their CLIP image embeddings and
+      of their DDIM-inverted noises (`UnCLIP.interpolate`, `dalle_mini_core.latents.slerp`).
 
     Each PNG has its captions beside it in ``<name>_captions.txt``. `steps` (default
     `DEMO_EMOJI_STEPS`) sets ``prior_steps``, ``decoder_steps`` and ``upsampler_steps``; the same
@@ -121,7 +121,7 @@ def demo_emoji(pipe: Any, out: Path, *, seed: int = 0, steps: dict[str, int] | N
     def real(name: str) -> torch.Tensor:  # (3, 64, 64) in [-1, 1]
         return emoji.image(emoji.clean_names.index(name))
 
-    def label(name: str) -> str:  # "🐙 octopus (train)"
+    def label(name: str) -> str:  # "🐙 octopus (train split)"
         i = emoji.clean_names.index(name)
         char = "".join(chr(int(c, 16)) for c in emoji.codepoints[i].split())
         return f"{char} {name} ({splits[int(emoji.indices[i])]} split)"
@@ -148,13 +148,13 @@ def demo_emoji(pipe: Any, out: Path, *, seed: int = 0, steps: dict[str, int] | N
     t = time.perf_counter()
     source = real(DEMO_EMOJI_VARIATIONS)
     decode = {k: v for k, v in steps.items() if k != "prior_steps"}
-    n = DEMO_EMOJI_N_VARIATIONS
-    var = pipe.variations(source[None], n=n, seed=seed, progress=progress, **decode).float().cpu()
-    path = _save_grid(torch.cat([at_size(source[None]), var]), out / "emoji_variations.png", nrow=n + 1, scale=2)
+    n_var = DEMO_EMOJI_N_VARIATIONS
+    var = pipe.variations(source[None], n=n_var, seed=seed, progress=progress, **decode).float().cpu()
+    path = _save_grid(torch.cat([at_size(source[None]), var]), out / "emoji_variations.png", nrow=n_var + 1, scale=2)
     _write_text(out / "emoji_variations_captions.txt",
-                f"picture 1: the real emoji {label(DEMO_EMOJI_VARIATIONS)}; pictures 2-{n + 1}: decodings of its CLIP "
-                f"image embedding, fresh noise each (seed {seed})\n")
-    lines.append(f"{path}  (emoji variations: {label(DEMO_EMOJI_VARIATIONS)}, then {n} decodings of its CLIP image "
+                f"picture 1: the real emoji {label(DEMO_EMOJI_VARIATIONS)}; pictures 2-{n_var + 1}: decodings of its "
+                f"CLIP image embedding, fresh noise each (seed {seed})\n")
+    lines.append(f"{path}  (emoji variations: {label(DEMO_EMOJI_VARIATIONS)}, then {n_var} decodings of its CLIP image "
                  f"embedding, {time.perf_counter() - t:.1f} s)")
 
     # 3. interpolation: slerp between two emoji's image embeddings (and inverted noises)
