@@ -40,7 +40,7 @@ def judge_batch_scaling(measured) -> tuple[str, str]:
            f"({batch_ratio:.0f} times the rows): {gain:.2f} times the images/s. ")
     if letter == "a":
         why += ("The arithmetic units were already busy at the small batch, so a step's time grew with the rows it "
-                "computed: what a CPU does. Larger batches then buy nothing per image (they change the optimisation, "
+                "computed: what a CPU does. Larger batches then buy little per image (they change the optimisation, "
                 "not the speed).")
     elif letter == "b":
         why += ("Part of a step's time is fixed (Python, launching each operation, the optimizer's update of every "
