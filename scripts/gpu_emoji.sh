@@ -12,6 +12,17 @@
 #   speed_ab.json        images/s of the decoder step with each speed-up, side by side
 #   results.tar          train.log, eval.log, curves.png, samples.png/.txt, metrics_<stage>.csv
 #
+# Keeping the results (on the machine with the repository, from its root; notebook 12 reads these paths).
+# Never unpack weights.tar into data/weights/ itself: its train_report.json and MANIFEST.json would
+# overwrite the shipped shapes pipeline's.
+#     mkdir -p /tmp/emoji_gpu data/weights/reports/emoji_gpu
+#     cat "$OUT"/weights.tar.part* | tar -x -C /tmp/emoji_gpu
+#     cp /tmp/emoji_gpu/emoji_* data/weights/                    # the four parts and their JSON headers
+#     cp /tmp/emoji_gpu/train_report.json /tmp/emoji_gpu/MANIFEST.json data/weights/reports/emoji_gpu/
+#     tar -xf "$OUT"/results.tar -C data/weights/reports/emoji_gpu --strip-components=1 report
+#     cp "$OUT"/eval_emoji.json "$OUT"/speed_ab.json data/weights/reports/   # when they exist
+# then add the four emoji_* entries of that MANIFEST.json to data/weights/MANIFEST.json (keep its shapes_* ones).
+#
 # Usage, on the GPU machine from the repository root (the wheels made beforehand by
 # scripts/gpu_wheels.sh on a machine that reaches the registry, carried as .whl):
 #     bash scripts/gpu_emoji.sh            # gpu mode, about 8 minutes on one H100/H200 (an estimate)
