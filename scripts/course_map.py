@@ -47,6 +47,7 @@ COURSE: dict[str, str] = {
     "08_decoder": "the CLIP-embedding decoder, classifier-free guidance, what survives the embedding; the position experiment (measured offline)",
     "09_upsampler": "the 32→64 cascade and its corruption trick, judged on real decoder pictures (background roughness, edge crispness), not RMSE",
     "10_unclip": "text → prior → decoder → upsampler; variations, interpolations, text diffs; binding failures",
+    "11_emoji_unclip": "the emoji pipeline on real pictures: prompts from names, identity and FID/KID with and without the prior, variations, unseen names, text and binding failures",
 }
 
 #: The learned parts a caption passes through, in order (DALL·E 2's unCLIP at this course's scale).
