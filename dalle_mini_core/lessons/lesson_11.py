@@ -116,7 +116,7 @@ def nearest_emoji(pictures: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor
 KEYCAP_OPTIONS = {
     "a": "nearly always (at least 75% of the pictures): the embedding holds the digit and the decoder draws it",
     "b": "sometimes: above chance (at least 2 in 13) but under 75%",
-    "c": "about chance (under 2 in 13, 15%): the right key shape, the digit a guess",
+    "c": "about chance (under 2 in 13, 15%): the digit is a guess",
 }
 
 
@@ -133,9 +133,10 @@ def judge_keycaps(measured) -> tuple[str, str]:
     if share >= 2 / KEYCAPS:
         return "b", facts + (" Some digits survive, many do not: the keys differ only in a few pixels of glyph, a "
                              "small part of what CLIP's embedding has room to hold and of the decoder's loss.")
-    return "c", facts + (" The decoder draws a key but not its digit: thirteen pictures that differ in a few pixels of "
-                         "glyph are one thing to the embedding and the loss — the paper's text-rendering failure (§7), "
-                         "or, for weights trained minutes on a CPU, simply too little training to draw any detail.")
+    return "c", facts + (" The decoder's pictures do not tell the keycaps apart. Either it draws the key without its "
+                         "digit — thirteen pictures that differ in a few pixels of glyph are nearly one thing to the "
+                         "embedding and the loss: the paper's text-rendering failure (§7) — or, for weights trained "
+                         "minutes on a CPU, it draws no detail at all. Look at the pictures to tell which.")
 
 
 register(Exercise(
