@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from dalle_mini_core.cli import main
-from dalle_mini_core.evaluation.emoji import PATHS, draw_emoji, emoji_names, emoji_report
+from dalle_mini_core.evaluation.emoji import (PATHS, draw_emoji, emoji_gallery, emoji_names, emoji_report,
+                                             nearest_emoji)
 from dalle_mini_core.evaluation.images import identity_retrieval, pixel_features
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -40,6 +41,35 @@ def test_names_are_seeded_and_index_the_1870_emoji_gallery():
     # a real picture asked for as another emoji is not found
     miss = identity_retrieval(pixel_features(a["images"], 32), gallery, a["gallery"][1:] + a["gallery"][:1])
     assert miss["top1"] == 0.0
+
+
+def test_gallery_and_nearest_emoji_follow_the_identity_rule():
+    g = emoji_gallery()
+    assert g["images"].shape == (1870, 3, 32, 32) and len(g["names"]) == len(g["splits"]) == 1870
+    assert g["splits"].count("test") == 82 and g["splits"].count("train") == 1693
+    assert g["images"].min() >= -1 and g["images"].max() <= 1
+    # real pictures, at 64×64 or at 32×32, find themselves first, as in the identity measure
+    chosen = emoji_names("test", 4, seed=5)
+    assert nearest_emoji(chosen["images"], gallery=g)[:, 0].tolist() == chosen["gallery"]
+    assert nearest_emoji(g["images"][chosen["gallery"]], gallery=g)[:, 0].tolist() == chosen["gallery"]
+    # the same order as identity_retrieval's ranking: rank 0 is the nearest, rank 1 the second
+    noisy = (chosen["images"] + 0.6 * torch.randn(chosen["images"].shape, generator=torch.Generator().manual_seed(0))
+             ).clamp(-1, 1)
+    top = nearest_emoji(noisy, k=5, gallery=g)
+    ranks = identity_retrieval(pixel_features(noisy, 32), g["features"], top[:, 1].tolist())["rank"]
+    assert ranks == [1, 1, 1, 1]
+    # `among` keeps the answer inside the family and still names gallery rows
+    keycaps = [i for i, n in enumerate(g["names"]) if n.startswith("keycap")]
+    assert len(keycaps) == 13
+    inside = nearest_emoji(g["images"][:3], among=keycaps, k=2, gallery=g)
+    assert inside.shape == (3, 2) and set(inside.flatten().tolist()) <= set(keycaps)
+    assert nearest_emoji(g["images"][keycaps], among=keycaps, gallery=g)[:, 0].tolist() == keycaps
+    with pytest.raises(ValueError, match="among must name rows"):
+        nearest_emoji(g["images"][:1], among=[1870], gallery=g)
+    with pytest.raises(ValueError, match="k must be a whole number from 1 to 13"):
+        nearest_emoji(g["images"][:1], among=keycaps, k=14, gallery=g)
+    with pytest.raises(ValueError, match="pictures must be"):
+        nearest_emoji(g["images"][0], gallery=g)
 
 
 def test_report_keys_ranges_and_chance_levels(report):

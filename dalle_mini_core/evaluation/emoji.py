@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from ..defaults import GENERATE_DEFAULTS
 from .images import clip_image_features, frechet_distance, identity_retrieval, kernel_distance, pixel_features
 
-__all__ = ["EMOJI_EVAL_SIZES", "PATHS", "FID_ROWS", "emoji_names", "draw_emoji", "emoji_report"]
+__all__ = ["EMOJI_EVAL_SIZES", "PATHS", "FID_ROWS", "emoji_names", "emoji_gallery", "nearest_emoji", "draw_emoji",
+           "emoji_report"]
 
 #: Names generated per split and sampler steps, by run mode (the test split has 82 names).
 EMOJI_EVAL_SIZES: dict[str, dict[str, Any]] = {
@@ -72,6 +73,43 @@ def emoji_names(split: str, n: int, *, seed: int = 0) -> dict[str, Any]:
     rows = rows.tolist()
     return {"names": [data.clean_names[i] for i in rows], "gallery": [int(data.indices[i]) for i in rows],
             "images": torch.stack([data.image(i) for i in rows])}
+
+
+def emoji_gallery() -> dict[str, Any]:
+    """All 1,870 emoji as the identity measure sees them: {"images" (1870, 3, 32, 32) in [-1, 1] (the
+    64×64 pictures area-averaged to 32×32), "features" (1870, 3072: `pixel_features` at 32×32), "names" (clean
+    Unicode names), "splits" ("train", "val" or "test" per row)}, rows in the dataset's order.
+    """
+    from ..data.emoji import EmojiDataset, load_emoji_arrays
+
+    everything = EmojiDataset("all", image_size=32, templates=False)
+    images = torch.from_numpy(everything.images).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # (1870, 3, 64, 64)
+    images = F.interpolate(images, size=(32, 32), mode="area")
+    splits = load_emoji_arrays()["splits"][everything.indices].tolist()
+    return {"images": images, "features": pixel_features(images, 32), "names": list(everything.clean_names),
+            "splits": [str(s) for s in splits]}
+
+
+def nearest_emoji(pictures: torch.Tensor, *, among: Sequence[int] | None = None, k: int = 1,
+                  gallery: dict[str, Any] | None = None) -> torch.Tensor:
+    """The `k` emoji nearest to each picture (N, 3, H, W) in [-1, 1], as rows of the 1,870-emoji gallery.
+
+    The identity measure's own rule: pixels at 32×32 (area average), Euclidean distance.
+    `among` restricts the candidates to those gallery rows (a family, such as the 12 keycaps);
+    the result still names gallery rows, nearest first: a (N, k) long tensor. `gallery` is
+    `emoji_gallery()` (pass it to avoid re-reading the dataset in a loop).
+    """
+    if not torch.is_tensor(pictures) or pictures.dim() != 4 or pictures.shape[1] != 3:
+        raise ValueError(f"pictures must be a (N, 3, H, W) tensor; got {getattr(pictures, 'shape', type(pictures))}")
+    gallery = emoji_gallery() if gallery is None else gallery
+    features = gallery["features"]
+    rows = torch.arange(len(features)) if among is None else torch.as_tensor(list(among), dtype=torch.long)
+    if rows.numel() == 0 or int(rows.min()) < 0 or int(rows.max()) >= len(features):
+        raise ValueError(f"among must name rows of the {len(features)}-emoji gallery (0 to {len(features) - 1})")
+    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= rows.numel():
+        raise ValueError(f"k must be a whole number from 1 to {rows.numel()} (the candidates), got {k!r}")
+    distances = torch.cdist(pixel_features(pictures.float().cpu(), 32), features[rows])  # (N, R)
+    return rows[distances.topk(k, dim=1, largest=False).indices]  # (N, k), nearest first
 
 
 def _settings(overrides: dict[str, Any] | None) -> dict[str, Any]:
