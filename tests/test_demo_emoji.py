@@ -1,4 +1,4 @@
-"""`make demo`'s emoji part (`cli.demo_emoji`), on the smoke emoji weights of tests/conftest.py.
+"""`make demo`'s emoji part (`demo_emoji.demo_emoji`, called by `cli._cmd_demo`), on the smoke emoji weights of tests/conftest.py.
 
 The emoji weights do not ship yet, so the demo itself is checked twice: as it runs today (one
 line says the weights are not shipped and how to train them, and the rest of the demo is
@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dalle_mini_core.cli import (DEMO_EMOJI_FRAMES, DEMO_EMOJI_INTERPOLATION, DEMO_EMOJI_N_VARIATIONS, DEMO_EMOJI_NAMES,
-                                 DEMO_EMOJI_VARIATIONS, demo_emoji, main)
+from dalle_mini_core.cli import main
+from dalle_mini_core.demo_emoji import (DEMO_EMOJI_FRAMES, DEMO_EMOJI_INTERPOLATION, DEMO_EMOJI_N_VARIATIONS,
+                                        DEMO_EMOJI_NAMES, DEMO_EMOJI_VARIATIONS, demo_emoji)
 
 FAST = {"prior_steps": 2, "decoder_steps": 2, "upsampler_steps": 2}
 PNGS = ("emoji_text_to_image.png", "emoji_variations.png", "emoji_interpolation.png")
