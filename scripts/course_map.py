@@ -47,7 +47,7 @@ COURSE: dict[str, str] = {
     "08_decoder": "the CLIP-embedding decoder, classifier-free guidance, what survives the embedding; the position experiment (measured offline)",
     "09_upsampler": "the 32→64 cascade and its corruption trick, judged on real decoder pictures (background roughness, edge crispness), not RMSE",
     "10_unclip": "text → prior → decoder → upsampler; variations, interpolations, text diffs; binding failures",
-    "11_emoji_unclip": "the emoji pipeline on real pictures: prompts from names, identity and FID/KID with and without the prior, variations, unseen names, text and binding failures",
+    "11_emoji_unclip": "the emoji pipeline on real pictures: prompts from names, identity and FID/KID with and without the prior, variations, unseen names, text failures, colour and shape recovery",
     "12_training_on_one_gpu": "the whole emoji run stage by stage (progress, images/s, curves, samples), Ctrl-C and exact resume, what makes a GPU fast, DDP under torchrun on two processes",
 }
 

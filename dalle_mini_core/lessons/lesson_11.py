@@ -2,7 +2,7 @@
 
 Three exercises: where the pipeline's top-5 identity falls against its chance level of 5 / 1,870
 (predict, then measure), the identity measure's nearest-emoji rule (implement), and whether the
-decoder, given the true CLIP embedding of a keycap, draws the right digit (predict, then measure).
+decoder, given the true CLIP embedding of a keycap, draws the right glyph (predict, then measure).
 """
 from __future__ import annotations
 
@@ -39,8 +39,8 @@ def judge_top5(measured) -> tuple[str, str]:
                              "trained (a few minutes on a CPU, or the smoke recipes) for the decoder to draw more than "
                              "a palette, or the prior hands it the wrong embedding.")
     if share < 0.10:
-        return "b", facts + (" Something of the emoji gets through (a colour, a rough outline) but rarely enough to pick "
-                             "it out of 1,870: far above chance, far below recognisable.")
+        return "b", facts + (f" Something of the emoji gets through (a colour, a rough outline): {share / chance:.1f}× "
+                             f"chance, yet under one name in ten finds its own emoji among the five nearest of 1,870.")
     if share < 0.5:
         return "c", facts + (" Often recognisable, yet most names still land elsewhere: compare the decoder's ceiling "
                              "(the true image embedding) to see whether the prior or the decoder loses the rest.")
@@ -111,12 +111,13 @@ def nearest_emoji(pictures: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor
     return torch.cdist(pixel_features(pictures, 32), pixel_features(gallery, 32)).argmin(1)
 
 
-# --- 3. predict, then measure: can the decoder write the digit on a keycap? ----------------------
+# --- 3. predict, then measure: can the decoder write the glyph on a keycap? ----------------------
 
 KEYCAP_OPTIONS = {
-    "a": "nearly always (at least 75% of the pictures): the embedding holds the digit and the decoder draws it",
-    "b": "sometimes: above chance (at least 2 in 13) but under 75%",
-    "c": "about chance (under 2 in 13, 15%): the digit is a guess",
+    "a": "at least 75% of all the keycap pictures: the embedding holds the glyph (digit, 10, # or *) and the "
+         "decoder draws it",
+    "b": "above chance (at least 2 in 13 of the pictures, 15%) but under 75%",
+    "c": "about chance (under 2 in 13 of the pictures, 15%): the glyph is a guess",
 }
 
 
@@ -128,19 +129,19 @@ def judge_keycaps(measured) -> tuple[str, str]:
         raise ValueError(f"a share must lie in [0, 1], got {share}")
     facts = f"Measured: {share:.0%} of the keycap pictures are nearest to their own keycap (chance: 1 in {KEYCAPS}, 8%)."
     if share >= 0.75:
-        return "a", facts + (" This decoder and its CLIP keep the digits apart: the text-rendering failure of the paper "
+        return "a", facts + (" This decoder and its CLIP keep the glyphs apart: the text-rendering failure of the paper "
                              "(§7) does not show at this scale on 13 keys (it may on longer text).")
     if share >= 2 / KEYCAPS:
-        return "b", facts + (" Some digits survive, many do not: the keys differ only in a few pixels of glyph, a "
+        return "b", facts + (" Some glyphs survive, many do not: the keys differ only in a few pixels of glyph, a "
                              "small part of what CLIP's embedding has room to hold and of the decoder's loss.")
     return "c", facts + (" The decoder's pictures do not tell the keycaps apart. Either it draws the key without its "
-                         "digit — thirteen pictures that differ in a few pixels of glyph are nearly one thing to the "
+                         "glyph — thirteen pictures that differ in a few pixels of glyph are nearly one thing to the "
                          "embedding and the loss: the paper's text-rendering failure (§7) — or, for weights trained "
                          "minutes on a CPU, it draws no detail at all. Look at the pictures to tell which.")
 
 
 register(Exercise(
-    name="11.keycap_digits", kind="predict", title="digits on keycaps",
+    name="11.keycap_digits", kind="predict", title="glyphs on keycaps",
     hint="the 13 keycaps share their key shape and differ only in a small glyph; how much of the embedding, and of "
          "the decoder's pixel loss, does that glyph account for?",
     options=KEYCAP_OPTIONS, judge=judge_keycaps,
