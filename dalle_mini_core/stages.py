@@ -133,6 +133,15 @@ def _clip_retrieval(clip: torch.nn.Module, dataset: str, mode: str, seed: int) -
     return evaluate_retrieval(clip, test, gallery_size=100, num_galleries=5 if mode != "smoke" else 1, seed=seed)
 
 
+def _shown(path: Path | str) -> str:
+    """`path` as the log shows it: relative to the current folder when inside it (``runs/emoji/...``), so a
+    saved notebook or a pasted log does not carry the absolute paths of the machine that ran it."""
+    try:
+        return os.path.relpath(path) if Path(path).resolve().is_relative_to(Path.cwd().resolve()) else str(path)
+    except (OSError, ValueError):
+        return str(path)
+
+
 def train_all(
     *,
     mode: str | None = None,
@@ -233,7 +242,7 @@ def train_all(
         log(f"measured bf16 matmul peak of {dev}: {peak:.1f} TFLOP/s")
     t_all = time.perf_counter()
     if not todo and all(decisions[s] == "done" for s in order):
-        log(f"every stage asked for is already in {out}, trained with these settings: nothing to do")
+        log(f"every stage asked for is already in {_shown(out)}, trained with these settings: nothing to do")
 
     def skip(stage: str) -> dict[str, Any]:
         """A stage finished by an earlier run: its report entry, and a line saying so."""
@@ -241,7 +250,7 @@ def train_all(
         if decisions[stage] == "staged":
             log(f"[{stage}] finished by an earlier run (in {d / 'final'}): skipped")
             return read_json(d / "final" / "info.json") or {}
-        log(f"[{stage}] already in {out}, trained with these settings: skipped")
+        log(f"[{stage}] already in {_shown(out)}, trained with these settings: skipped")
         return (read_json(d / "stage.json") or {}).get("report") or {}
 
     def run(stage: str, bank: dict[str, Any]) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -274,9 +283,9 @@ def train_all(
 
         ckpt = latest_checkpoint(run_dir) if run_dir.is_dir() else None
         if ckpt is not None:
-            log(f"[{stage}] resuming at step {int(ckpt.name[5:])} of {steps} from {ckpt}")
+            log(f"[{stage}] resuming at step {int(ckpt.name[5:])} of {steps} from {_shown(ckpt)}")
         else:
-            log(f"[{stage}] training {steps} steps (checkpoints in {run_dir})")
+            log(f"[{stage}] training {steps} steps (checkpoints in {_shown(run_dir)})")
         meter = Progress(stage, steps, run_dir / "metrics.csv" if main else None, log,
                          progress_every if progress else math.inf)
         flops = train_flops_per_item(model, mod.batches(recipe, bank, dataset, seed=seed)(0), dev) if peak else None
@@ -352,5 +361,5 @@ def train_all(
     to_move = [s for s in order if decisions[s] != "done"]
     if main and to_move:
         commit(out, dataset, to_move, report)
-        log(f"moved {', '.join(weights_name(dataset, s) for s in to_move)} into {out} (MANIFEST.json rewritten last)")
+        log(f"moved {', '.join(weights_name(dataset, s) for s in to_move)} into {_shown(out)} (MANIFEST.json rewritten last)")
     return report
